@@ -1,0 +1,76 @@
+# The Tornado bundle. `make` lists the targets; `make run` and `make test` are all a new machine
+# with Docker, Python 3 and make needs.
+
+IMAGE ?= tornado-bundle:latest
+BASE_IMAGE ?= debian:trixie-slim
+CONTAINER ?= tornado-bundle
+# make run publishes the bundle here; HOST_ADDRESS=0.0.0.0 exposes it beyond this machine.
+HOST_ADDRESS ?= 127.0.0.1
+HOST_PORT ?= 80
+# Extra `docker run` options for make run, e.g. RUN_OPTIONS="-e WORKERS=4".
+RUN_OPTIONS ?=
+VENV ?= tests/.venv
+PYTHON ?= python3
+# pytest options, e.g. PYTEST_ARGS="-k round_robin -x".
+PYTEST_ARGS ?=
+
+SHELL_SCRIPTS := base-image/build.sh container/entrypoint.sh container/entrypoint.d/*.sh \
+	container/bin/healthcheck container/bin/rolling-restart container/bin/wait-for-tornado .ci/run
+PYTHON_SOURCES := main.py container tests
+
+.DEFAULT_GOAL := help
+.PHONY: help build base-image run stop logs status shell reload test unit lint clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## build the image (pulls the base image, or builds it from Debian's packages when it cannot)
+	@docker image inspect $(BASE_IMAGE) >/dev/null 2>&1 || docker pull --quiet $(BASE_IMAGE) >/dev/null 2>&1 \
+		|| { echo "make: cannot pull $(BASE_IMAGE); building it from Debian's packages (make base-image)"; \
+		     $(MAKE) --no-print-directory base-image; }
+	docker build --build-arg BASE_IMAGE=$(BASE_IMAGE) --tag $(IMAGE) .
+
+base-image: ## build $(BASE_IMAGE) from Debian's packages (no registry needed; root and debootstrap)
+	sh base-image/build.sh $(BASE_IMAGE)
+
+run: build ## run the bundle detached on $(HOST_ADDRESS):$(HOST_PORT) (HOST_PORT=8080 make run)
+	@docker rm --force $(CONTAINER) >/dev/null 2>&1 || true
+	docker run --detach --name $(CONTAINER) --publish $(HOST_ADDRESS):$(HOST_PORT):80 $(RUN_OPTIONS) $(IMAGE)
+	@echo "The bundle is starting at http://$(HOST_ADDRESS):$(HOST_PORT)/ (make logs, make status, make stop)"
+
+stop: ## stop and remove the container started by make run
+	docker rm --force $(CONTAINER)
+
+logs: ## follow the container's logs (nginx access lines, Tornado, Supervisor)
+	docker logs --follow $(CONTAINER)
+
+status: ## supervisorctl status in the running container
+	docker exec $(CONTAINER) supervisorctl status
+
+shell: ## a shell in the running container
+	docker exec --interactive --tty $(CONTAINER) /bin/sh
+
+reload: ## restart the Tornado instances one at a time, without failing a request
+	docker exec $(CONTAINER) rolling-restart
+
+$(VENV)/.installed: tests/requirements-dev.txt requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes -r tests/requirements-dev.txt
+	@touch $@
+
+test: build lint $(VENV)/.installed ## lint, build the image, run every test against it
+	IMAGE=$(IMAGE) $(VENV)/bin/pytest tests $(PYTEST_ARGS)
+
+unit: $(VENV)/.installed ## only the tests that need no Docker
+	$(VENV)/bin/pytest tests -m "not docker" $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed ## ruff (lint and format) and shellcheck
+	$(VENV)/bin/ruff check --config tests/ruff.toml $(PYTHON_SOURCES)
+	$(VENV)/bin/ruff format --check --config tests/ruff.toml $(PYTHON_SOURCES)
+	$(VENV)/bin/shellcheck $(SHELL_SCRIPTS)
+
+clean: ## remove the make run container, the image, test containers and the tools' venv
+	-docker rm --force $(CONTAINER) 2>/dev/null
+	-docker ps -aq --filter name=tornado-bundle-test- | xargs -r docker rm --force
+	-docker image rm $(IMAGE) 2>/dev/null
+	rm -rf $(VENV) tests/__pycache__ tests/.pytest_cache

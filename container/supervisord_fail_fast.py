@@ -1,0 +1,60 @@
+"""supervisord, but a process that cannot stay up stops the container with exit code 1.
+
+Plain supervisord keeps running when a program gives up (FATAL after startretries), so the
+container looks alive while serving nothing; and when it does shut down it always exits 0, so
+`--restart on-failure` and orchestrators never see a failure. This runs supervisord in this very
+process (PID 1 in the container): on the first PROCESS_STATE_FATAL it logs which process failed,
+shuts down like on SIGTERM (the others stop gracefully), then exits 1. A manual
+`supervisorctl stop` is not FATAL and does not stop the container.
+
+Usage: supervisord_fail_fast.py [supervisord options], e.g. -c /etc/supervisor/supervisord.conf
+"""
+
+from __future__ import annotations
+
+import sys
+
+from supervisor import events, supervisord
+from supervisor.states import SupervisorStates
+
+PROGRAM = "supervisord-fail-fast"
+
+
+def describe(process_name: str, group_name: str) -> str:
+    full_name = process_name if group_name == process_name else f"{group_name}:{process_name}"
+    return (
+        f"{full_name} entered FATAL: it exited too quickly on each of its start attempts "
+        "(its own last lines above say why)"
+    )
+
+
+class FailFastSupervisor(supervisord.Supervisor):
+    failure: str | None = None
+
+    def runforever(self) -> None:
+        # Subscribed here because Supervisor.run() clears every subscription before it starts.
+        events.subscribe(events.ProcessStateFatalEvent, self.on_fatal)
+        super().runforever()
+
+    def on_fatal(self, event: events.ProcessStateFatalEvent) -> None:
+        if FailFastSupervisor.failure is not None:
+            return
+        process = event.process
+        FailFastSupervisor.failure = describe(process.config.name, process.group.config.name)
+        self.options.logger.critical(f"{PROGRAM}: {FailFastSupervisor.failure}; shutting down")
+        # What supervisord's own SIGTERM handler does: stop every process, then return.
+        self.options.mood = SupervisorStates.SHUTDOWN
+
+
+def main(arguments: list[str]) -> int:
+    # supervisord.main() builds its Supervisor through this module attribute.
+    supervisord.Supervisor = FailFastSupervisor  # type: ignore[misc]
+    supervisord.main(arguments)
+    if FailFastSupervisor.failure is None:
+        return 0
+    print(f"{PROGRAM}: exiting with status 1: {FailFastSupervisor.failure}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

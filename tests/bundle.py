@@ -1,0 +1,293 @@
+"""Drives real containers of the bundle's image through the docker CLI, for the integration tests.
+
+Every container is published on 127.0.0.1 only (-p 127.0.0.1:0:PORT) and all test traffic goes
+there. Containers are named `tornado-bundle-test-<random>` and removed by that name.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import subprocess
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+IMAGE = os.environ.get("IMAGE", "tornado-bundle:latest")
+NAME_PREFIX = "tornado-bundle-test-"
+LOOPBACK = "127.0.0.1"
+
+
+def docker(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        ["docker", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"docker {' '.join(args)} exited {result.returncode}: {result.stderr.strip()}"
+        )
+    return result
+
+
+def wait_for(
+    condition: Callable[[], object], timeout: float, interval: float = 0.05, what: str = ""
+) -> object:
+    """Polls `condition` until it returns something truthy; fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+        except (OSError, http.client.HTTPException, AssertionError) as error:
+            last_error = error
+        else:
+            if value:
+                return value
+        time.sleep(interval)
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what or condition}: {last_error}"
+    )
+
+
+@dataclass
+class Response:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def http_get(
+    port: int, path: str = "/", headers: dict[str, str] | None = None, timeout: float = 5
+) -> Response:
+    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=timeout)
+    try:
+        connection.request("GET", path, headers=headers or {})
+        response = connection.getresponse()
+        return Response(response.status, dict(response.getheaders()), response.read())
+    finally:
+        connection.close()
+
+
+@dataclass
+class Container:
+    name: str
+    port: int
+    container_port: int
+
+    def exec(
+        self, *command: str, check: bool = True, user: str | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        options = ["--user", user] if user else []
+        return docker("exec", *options, self.name, *command, check=check, timeout=timeout)
+
+    def get(
+        self, path: str = "/", headers: dict[str, str] | None = None, timeout: float = 5
+    ) -> Response:
+        return http_get(self.port, path, headers, timeout)
+
+    def logs(self) -> str:
+        result = docker("logs", self.name, check=False)
+        return result.stdout + result.stderr
+
+    def inspect(self) -> dict:
+        return json.loads(docker("inspect", self.name).stdout)[0]
+
+    def supervisor_status(self) -> dict[str, tuple[str, int | None]]:
+        """name -> (state, pid) from `supervisorctl status`."""
+        output = self.exec("supervisorctl", "status", check=False).stdout
+        status: dict[str, tuple[str, int | None]] = {}
+        for line in output.splitlines():
+            parts = line.split()
+            if len(parts) >= 2:
+                pid = re.search(r"pid (\d+)", line)
+                status[parts[0]] = (parts[1], int(pid.group(1)) if pid else None)
+        return status
+
+    def pid_of(self, process: str) -> int:
+        state, pid = self.wait_running(process)[process]
+        assert pid is not None
+        return pid
+
+    def wait_running(
+        self, *processes: str, timeout: float = 10
+    ) -> dict[str, tuple[str, int | None]]:
+        def all_running() -> dict[str, tuple[str, int | None]] | None:
+            status = self.supervisor_status()
+            ok = all(status.get(p, ("", None))[0] == "RUNNING" for p in processes)
+            return status if ok else None
+
+        return wait_for(all_running, timeout, 0.1, f"{processes} RUNNING")  # type: ignore[return-value]
+
+    def wait_serving(self, timeout: float = 15) -> None:
+        wait_for(lambda: self.get("/", timeout=1).status == 200, timeout, what="GET / -> 200")
+
+    def upstream_counts(
+        self, requests: int, path: str = "/", headers: dict[str, str] | None = None
+    ) -> Counter[str]:
+        """Which instance answered each request: X-Upstream's last address (DIAGNOSTICS=on)."""
+        counts: Counter[str] = Counter()
+        for _ in range(requests):
+            response = self.get(path, headers)
+            assert response.status == 200, response
+            # "a, b" when nginx tried a first (refused) and b answered.
+            counts[response.headers["X-Upstream"].split(", ")[-1]] += 1
+        return counts
+
+
+def _published_port(name: str, container_port: int) -> int:
+    output = docker("port", name, f"{container_port}/tcp").stdout
+    match = re.search(r"127\.0\.0\.1:(\d+)", output)
+    assert match, f"no 127.0.0.1 port published for {name}: {output!r}"
+    return int(match.group(1))
+
+
+def start(
+    env: dict[str, str] | None = None,
+    options: tuple[str, ...] = (),
+    container_port: int = 80,
+    image: str = IMAGE,
+) -> Container:
+    """`docker run -d` the image, published on 127.0.0.1:<random>; does not wait for it."""
+    name = NAME_PREFIX + uuid.uuid4().hex[:10]
+    env_options = [f"--env={key}={value}" for key, value in (env or {}).items()]
+    docker(
+        "run",
+        "--detach",
+        "--name",
+        name,
+        f"--publish={LOOPBACK}:0:{container_port}",
+        *env_options,
+        *options,
+        image,
+    )
+    return Container(name, _published_port(name, container_port), container_port)
+
+
+def remove(name: str) -> None:
+    docker("rm", "--force", "--volumes", name, check=False)
+
+
+@contextmanager
+def running(
+    env: dict[str, str] | None = None, options: tuple[str, ...] = (), container_port: int = 80
+) -> Iterator[Container]:
+    """A started container that serves GET / with 200; removed afterwards, whatever happens."""
+    container = None
+    try:
+        container = start(env, options, container_port)
+        container.wait_serving()
+        yield container
+    finally:
+        if container is not None:
+            remove(container.name)
+
+
+@dataclass
+class LoadResult:
+    ok: int = 0
+    failures: list[str] = field(default_factory=list)
+    retried: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.ok + len(self.failures)
+
+
+class LoadLoop:
+    """Steady GET load from `clients` threads on kept-alive connections, bounded in time and count.
+
+    Like a browser (RFC 9112, 9.3.1): when a reused kept-alive connection is closed before any
+    response byte arrives, the idempotent GET is retried once on a new connection; such retries
+    are counted apart. Every other error and every non-200 is a failure.
+    """
+
+    def __init__(
+        self, port: int, clients: int = 4, path: str = "/", max_requests: int = 200_000
+    ) -> None:
+        self.port = port
+        self.clients = clients
+        self.path = path
+        self.max_requests = max_requests
+        self.result = LoadResult()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def __enter__(self) -> LoadLoop:
+        for _ in range(self.clients):
+            thread = threading.Thread(target=self._client, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> LoadResult:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        return self.result
+
+    def run_for(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not self._stop.is_set():
+            time.sleep(0.05)
+
+    def _record(self, failure: str | None = None, retried: bool = False) -> None:
+        with self._lock:
+            if failure is None:
+                self.result.ok += 1
+            else:
+                self.result.failures.append(failure)
+            self.result.retried += int(retried)
+
+    def _client(self) -> None:
+        connection: http.client.HTTPConnection | None = None
+        reused = False
+        while not self._stop.is_set() and self.result.total < self.max_requests:
+            if connection is None:
+                connection = http.client.HTTPConnection(LOOPBACK, self.port, timeout=10)
+                reused = False
+            try:
+                status, will_close = self._get(connection)
+                retried = False
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as error:
+                connection.close()
+                connection = None
+                if not reused:
+                    self._record(f"{type(error).__name__}: {error}")
+                    continue
+                # The reused connection was closed before any response: retry once, fresh.
+                connection = http.client.HTTPConnection(LOOPBACK, self.port, timeout=10)
+                reused = False
+                try:
+                    status, will_close = self._get(connection)
+                    retried = True
+                except (OSError, http.client.HTTPException) as retry_error:
+                    connection.close()
+                    connection = None
+                    self._record(f"retry {type(retry_error).__name__}: {retry_error}")
+                    continue
+            except (OSError, http.client.HTTPException) as error:
+                connection.close()
+                connection = None
+                self._record(f"{type(error).__name__}: {error}")
+                continue
+            # http.client reconnects by itself after "Connection: close": that one is fresh.
+            reused = not will_close
+            self._record(None if status == 200 else f"HTTP {status}", retried)
+        if connection is not None:
+            connection.close()
+
+    def _get(self, connection: http.client.HTTPConnection) -> tuple[int, bool]:
+        connection.request("GET", self.path)
+        response = connection.getresponse()
+        response.read()
+        return response.status, response.will_close

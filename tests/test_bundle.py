@@ -1,0 +1,142 @@
+"""The bundle in a real Docker engine: what a user does after `make run`."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from bundle import Container, LoadLoop, docker, remove, running, start, wait_for
+
+pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("image")]
+
+INSTANCES = ("tornadoes:tornado-8000", "tornadoes:tornado-8001")
+PROCESSES = ("nginx", *INSTANCES)
+
+
+def log_lines(bundle: Container, text: str, at_least: int) -> list[str] | None:
+    lines = [line for line in bundle.logs().splitlines() if text in line]
+    return lines if len(lines) >= at_least else None
+
+
+def test_hello_and_health_through_nginx() -> None:
+    with running() as bundle:
+        hello = bundle.get("/")
+        assert (hello.status, hello.body) == (200, b"Hello, Tornado\n")
+        assert hello.headers["Server"] == "nginx"
+        health = bundle.get("/healthz")
+        assert (health.status, health.body) == (200, b"ok\n")
+        assert bundle.get("/no-such-page").status == 404
+
+
+def test_supervisorctl_lists_exactly_nginx_and_two_instances_running() -> None:
+    with running() as bundle:
+        status = bundle.wait_running(*PROCESSES)
+        assert sorted(status) == sorted(PROCESSES)
+        output = bundle.exec("supervisorctl", "status").stdout
+        assert re.search(r"^tornadoes:tornado-8000\s+RUNNING\s+pid \d+", output, re.M), output
+
+
+def test_round_robin_spreads_100_requests_50_50() -> None:
+    with running({"DIAGNOSTICS": "on"}) as bundle:
+        counts = bundle.upstream_counts(100)
+        assert set(counts) == {"127.0.0.1:8000", "127.0.0.1:8001"}, counts
+        assert all(45 <= n <= 55 for n in counts.values()), counts
+
+
+def test_internal_addresses_stay_hidden_by_default() -> None:
+    with running() as bundle:
+        response = bundle.get("/")
+        assert "X-Upstream" not in response.headers
+        assert b"127.0.0.1:800" not in response.body
+
+
+def test_access_log_names_the_instance_for_each_request() -> None:
+    with running() as bundle:
+        for _ in range(10):
+            assert bundle.get("/?from-access-log-test").status == 200
+        # The access log is buffered for up to 1 s (flush=1s).
+        lines = wait_for(lambda: log_lines(bundle, "GET /?from-access-log-test", 10), 5)
+        upstreams = {re.search(r"upstream=(\S+)", line).group(1) for line in lines}  # type: ignore[union-attr]
+        assert upstreams == {"127.0.0.1:8000", "127.0.0.1:8001"}
+
+
+def test_stopping_one_instance_sends_everything_to_the_other() -> None:
+    with running({"DIAGNOSTICS": "on"}) as bundle:
+        bundle.exec("supervisorctl", "stop", "tornadoes:tornado-8001")
+        assert bundle.supervisor_status()["tornadoes:tornado-8001"][0] == "STOPPED"
+        counts = bundle.upstream_counts(50)
+        assert counts == {"127.0.0.1:8000": 50}, counts
+        bundle.exec("supervisorctl", "start", "tornadoes:tornado-8001")
+        bundle.wait_running("tornadoes:tornado-8001")
+        assert set(bundle.upstream_counts(10)) == {"127.0.0.1:8000", "127.0.0.1:8001"}
+
+
+def test_kill_9_of_an_instance_under_load_loses_no_request() -> None:
+    with running() as bundle:
+        old_pid = bundle.pid_of("tornadoes:tornado-8000")
+        with LoadLoop(bundle.port, clients=4) as load:
+            load.run_for(1)
+            bundle.exec("kill", "-9", str(old_pid))
+            killed_at = time.monotonic()
+            status = bundle.wait_running("tornadoes:tornado-8000", timeout=3)
+            assert time.monotonic() - killed_at < 3
+            load.run_for(1)
+        assert status["tornadoes:tornado-8000"][1] != old_pid
+        assert load.result.failures == [], load.result.failures[:5]
+        assert load.result.ok > 100
+
+
+def test_kill_9_of_nginx_master_is_revived_within_3_seconds() -> None:
+    with running() as bundle:
+        old_pid = bundle.pid_of("nginx")
+        bundle.exec("kill", "-9", str(old_pid))
+        killed_at = time.monotonic()
+        # The old worker may answer until it notices its master is gone; wait for the new master.
+        wait_for(lambda: bundle.supervisor_status()["nginx"][1] not in (None, old_pid), 3, 0.05)
+        bundle.wait_serving(timeout=3 - (time.monotonic() - killed_at))
+        assert time.monotonic() - killed_at < 3
+
+
+def test_docker_logs_hold_nginx_tornado_and_supervisor_lines() -> None:
+    with running() as bundle:
+        bundle.get("/")
+        wait_for(lambda: log_lines(bundle, '"GET / HTTP/1.1" 200', 1), 5)
+        logs = bundle.logs()
+        assert "supervisord started with pid 1" in logs
+        assert "listening on http://127.0.0.1:8000" in logs
+        assert "listening on http://127.0.0.1:8001" in logs
+
+
+def test_nginx_config_test_passes_in_the_image() -> None:
+    with running() as bundle:
+        result = bundle.exec("nginx", "-t")
+        assert "test is successful" in result.stderr
+        dump = bundle.exec("nginx", "-T").stdout
+        assert "server 127.0.0.1:8000 max_fails=0;" in dump
+        assert "server 127.0.0.1:8001 max_fails=0;" in dump
+        assert "server_tokens off;" in dump
+
+
+def test_docker_stop_returns_within_5_seconds_with_exit_code_0() -> None:
+    container = start()
+    try:
+        container.wait_serving()
+        started = time.monotonic()
+        docker("stop", container.name, timeout=30)
+        elapsed = time.monotonic() - started
+        assert elapsed < 5, elapsed
+        assert container.inspect()["State"]["ExitCode"] == 0
+    finally:
+        remove(container.name)
+
+
+def test_no_log_file_grows_inside_the_container() -> None:
+    with running() as bundle:
+        for _ in range(20):
+            bundle.get("/")
+        found = bundle.exec(
+            "find", "/var/log", "/tmp", "/opt", "-type", "f", "-size", "+0", "-name", "*.log"
+        ).stdout
+        assert found == "", found

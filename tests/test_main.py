@@ -1,0 +1,185 @@
+"""Unit tests of main.py: the handlers, flag validation and the graceful drain (no Docker)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tornado.testing
+from tornado.httpclient import AsyncHTTPClient
+from tornado.httpserver import HTTPServer
+
+import main
+
+MAIN = Path(main.__file__)
+
+
+class AppTest(tornado.testing.AsyncHTTPTestCase):
+    def get_app(self) -> tornado.web.Application:
+        return main.make_app()
+
+    def test_hello(self) -> None:
+        response = self.fetch("/")
+        assert response.code == 200
+        assert response.body == b"Hello, Tornado\n"
+
+    def test_healthz(self) -> None:
+        response = self.fetch("/healthz")
+        assert (response.code, response.body) == (200, b"ok\n")
+        assert response.headers["Cache-Control"] == "no-store"
+
+    def test_slow_is_absent_without_diagnostics(self) -> None:
+        assert self.fetch("/slow?seconds=0").code == 404
+
+    def test_unknown_path_is_404(self) -> None:
+        assert self.fetch("/nope").code == 404
+
+
+class DiagnosticsAppTest(tornado.testing.AsyncHTTPTestCase):
+    def get_app(self) -> tornado.web.Application:
+        return main.make_app(diagnostics=True)
+
+    def test_slow_answers_after_the_delay(self) -> None:
+        response = self.fetch("/slow?seconds=0.05")
+        assert (response.code, response.body) == (200, b"slept 0.05s\n")
+
+    def test_slow_rejects_bad_values(self) -> None:
+        assert self.fetch("/slow?seconds=abc").code == 400
+        assert self.fetch("/slow?seconds=31").code == 400
+        assert self.fetch("/slow?seconds=-1").code == 400
+
+
+def test_diagnostics_switch() -> None:
+    assert main.diagnostics_enabled({"DIAGNOSTICS": "on"})
+    assert not main.diagnostics_enabled({"DIAGNOSTICS": "off"})
+    assert not main.diagnostics_enabled({})
+
+
+def run_main(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(MAIN), *args], capture_output=True, text=True, timeout=30
+    )
+
+
+@pytest.mark.parametrize(
+    ("argument", "message"),
+    [
+        ("--port=abc", "invalid literal for int() with base 10: 'abc'"),
+        ("--port=0", "--port=0 is out of range; allowed: 1-65535"),
+        ("--port=65536", "--port=65536 is out of range; allowed: 1-65535"),
+        ("--drain_timeout=61", "--drain_timeout=61 is out of range; allowed: 0-60"),
+        ("--bogus=1", "Unrecognized command line option: 'bogus'"),
+    ],
+)
+def test_bad_flags_exit_2_with_one_line(argument: str, message: str) -> None:
+    result = run_main(argument)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("main.py: ")
+    assert message in lines[0]
+
+
+def test_help_still_prints_the_options() -> None:
+    result = run_main("--help")
+    assert result.returncode == 0
+    assert "--port" in result.stderr
+
+
+def test_port_in_use_is_one_clear_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_main(f"--port={port}")
+    assert result.returncode == 1
+    assert f"main.py: cannot listen on 127.0.0.1:{port}: Address already in use" in result.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+async def start_server(diagnostics: bool = True) -> tuple[HTTPServer, main.InFlightRequests, int]:
+    tracker = main.InFlightRequests()
+    server = HTTPServer(main.make_app(diagnostics, tracker), xheaders=True)
+    port = free_port()
+    server.listen(port, address="127.0.0.1")
+    return server, tracker, port
+
+
+def test_drain_lets_the_in_flight_request_finish_and_refuses_new_ones() -> None:
+    async def scenario() -> None:
+        server, tracker, port = await start_server()
+        client = AsyncHTTPClient(force_instance=True)
+        slow = asyncio.ensure_future(client.fetch(f"http://127.0.0.1:{port}/slow?seconds=0.3"))
+        while len(tracker) == 0:
+            await asyncio.sleep(0.01)
+        await main.drain(server, tracker, timeout=5)
+        response = await slow
+        assert (response.code, response.body) == (200, b"slept 0.3s\n")
+        assert len(tracker) == 0
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        client.close()
+
+    asyncio.run(scenario())
+
+
+def test_drain_gives_up_after_its_deadline() -> None:
+    async def scenario() -> None:
+        server, tracker, port = await start_server()
+        client = AsyncHTTPClient(force_instance=True)
+        slow = asyncio.ensure_future(client.fetch(f"http://127.0.0.1:{port}/slow?seconds=5"))
+        while len(tracker) == 0:
+            await asyncio.sleep(0.01)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await main.drain(server, tracker, timeout=0.2)
+        assert loop.time() - started < 1
+        with pytest.raises(Exception):  # noqa: B017 - the connection is cut; the error type varies
+            await slow
+        client.close()
+
+    asyncio.run(scenario())
+
+
+def test_sigterm_drains_and_exits_0() -> None:
+    port = free_port()
+    env = {**os.environ, "DIAGNOSTICS": "on"}
+    process = subprocess.Popen(
+        [sys.executable, str(MAIN), f"--port={port}"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            if f"listening on http://127.0.0.1:{port}" in line:
+                break
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+            connection.sendall(b"GET /slow?seconds=0.5 HTTP/1.1\r\nHost: x\r\n\r\n")
+            # Give the request time to reach the handler before the signal.
+            connection.settimeout(0.1)
+            with pytest.raises(TimeoutError):
+                connection.recv(1)
+            process.terminate()
+            connection.settimeout(5)
+            reply = b""
+            while chunk := connection.recv(4096):
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 200 OK")
+        assert b"Connection: close" in reply
+        assert reply.endswith(b"slept 0.5s\n")
+        assert process.wait(timeout=5) == 0
+    finally:
+        process.kill()
