@@ -1,0 +1,252 @@
+"""Nothing lost, no one in: zero failed requests under faults, graceful stop, fail-fast, least
+privilege and health, each against the real image."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from bundle import (
+    IMAGE,
+    Container,
+    LoadLoop,
+    LoadResult,
+    Response,
+    docker,
+    http_get,
+    remove,
+    running,
+    start,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("image")]
+
+LOAD_SECONDS = 10
+INSTANCES = ("tornadoes:tornado-8000", "tornadoes:tornado-8001")
+APP_UID = "10001"
+READ_ONLY = (
+    "--read-only",
+    "--tmpfs",
+    "/tmp",
+    "--cap-drop",
+    "ALL",
+    "--security-opt",
+    "no-new-privileges",
+)
+
+
+def load_during(bundle: Container, fault: Callable[[], object], at: float = 2.0) -> LoadResult:
+    """LOAD_SECONDS of GET / from 4 kept-alive clients, with `fault` run `at` seconds in."""
+    with LoadLoop(bundle.port, clients=4) as load:
+        load.run_for(at)
+        fault()
+        load.run_for(LOAD_SECONDS - at)
+    result = load.result
+    print(f"ok={result.ok} failures={len(result.failures)} retried={result.retried}")
+    return result
+
+
+def assert_no_failures(result: LoadResult) -> None:
+    assert result.failures == [], f"{len(result.failures)} failed: {result.failures[:5]}"
+    assert result.ok > 500, result
+
+
+# --- 1. Zero failed requests under faults ----------------------------------------------------
+
+
+def test_kill_9_of_one_instance_fails_no_request() -> None:
+    with running() as bundle:
+        pid = bundle.pid_of("tornadoes:tornado-8000")
+        result = load_during(bundle, lambda: bundle.exec("kill", "-9", str(pid)))
+        assert bundle.pid_of("tornadoes:tornado-8000") != pid
+        assert_no_failures(result)
+
+
+def test_rolling_restart_fails_no_request() -> None:
+    with running() as bundle:
+        before = {name: bundle.pid_of(name) for name in INSTANCES}
+        output: list[str] = []
+
+        def rolling_restart() -> None:
+            output.append(bundle.exec("rolling-restart").stdout)
+
+        result = load_during(bundle, rolling_restart)
+        after = {name: bundle.pid_of(name) for name in INSTANCES}
+        assert all(after[name] != before[name] for name in INSTANCES), (before, after)
+        assert "rolling-restart: tornadoes:tornado-8001 is healthy" in output[0]
+        assert_no_failures(result)
+
+
+def test_nginx_reload_fails_no_request() -> None:
+    with running() as bundle:
+        master = bundle.pid_of("nginx")
+        result = load_during(bundle, lambda: bundle.exec("supervisorctl", "signal", "HUP", "nginx"))
+        assert bundle.pid_of("nginx") == master
+        assert_no_failures(result)
+
+
+# --- 2. Graceful stop ------------------------------------------------------------------------
+
+
+def nginx_has_a_client(bundle: Container) -> bool:
+    """An ESTABLISHED connection to nginx's port 80 (0050) inside the container."""
+    table = bundle.exec("cat", "/proc/net/tcp", "/proc/net/tcp6").stdout
+    return any(
+        fields[1].endswith(":0050") and fields[3] == "01"
+        for fields in (line.split() for line in table.splitlines()[1:])
+        if len(fields) > 3
+    )
+
+
+def test_docker_stop_lets_the_slow_request_finish_and_exits_0_quickly() -> None:
+    container = start({"DIAGNOSTICS": "on"})
+    try:
+        container.wait_serving()
+        responses: list[Response] = []
+        slow = threading.Thread(
+            target=lambda: responses.append(http_get(container.port, "/slow?seconds=2", timeout=10))
+        )
+        slow.start()
+        wait_for(lambda: nginx_has_a_client(container), 5, what="the slow request to reach nginx")
+        started = time.monotonic()
+        docker("stop", container.name, timeout=30)
+        stop_seconds = time.monotonic() - started
+        slow.join(10)
+        print(f"docker stop took {stop_seconds:.2f}s")
+        assert responses and (responses[0].status, responses[0].body) == (200, b"slept 2s\n")
+        assert stop_seconds < 5
+        assert container.inspect()["State"]["ExitCode"] == 0
+    finally:
+        remove(container.name)
+
+
+# --- 3. Fail fast --------------------------------------------------------------------------------
+
+# Kills the instance on port 8001 and takes its port, so that every restart fails to listen.
+TAKE_PORT_8001 = """
+import os, socket, sys, time
+os.kill(int(sys.argv[1]), 9)
+blocker = socket.socket()
+deadline = time.monotonic() + 5
+while True:
+    try:
+        blocker.bind(("127.0.0.1", 8001))
+        break
+    except OSError:
+        if time.monotonic() > deadline:
+            raise
+blocker.listen()
+time.sleep(120)
+"""
+
+
+def test_an_instance_that_cannot_stay_up_stops_the_container_non_zero() -> None:
+    container = start()
+    try:
+        container.wait_serving()
+        pid = container.pid_of("tornadoes:tornado-8001")
+        docker("exec", "--detach", container.name, "python", "-c", TAKE_PORT_8001, str(pid))
+        started = time.monotonic()
+        wait_for(
+            lambda: not container.inspect()["State"]["Running"], 15, 0.2, "the container to exit"
+        )
+        print(f"container exited {time.monotonic() - started:.1f}s after the fault")
+        assert container.inspect()["State"]["ExitCode"] == 1
+        last_lines = "\n".join(container.logs().splitlines()[-15:])
+        assert "cannot listen on 127.0.0.1:8001: Address already in use" in container.logs()
+        assert "gave up: tornado-8001 entered FATAL state" in last_lines
+        assert (
+            "supervisord-fail-fast: exiting with status 1: tornadoes:tornado-8001 entered FATAL"
+            in last_lines
+        )
+    finally:
+        remove(container.name)
+
+
+def test_bad_environment_stops_the_container_before_any_process_runs() -> None:
+    started = time.monotonic()
+    result = docker("run", "--rm", "--env", "WORKERS=abc", IMAGE, check=False)
+    assert time.monotonic() - started < 5
+    assert result.returncode != 0
+    output = (result.stdout + result.stderr).strip().splitlines()
+    errors = [line for line in output if "error" in line]
+    assert errors == [
+        "render_config.py: error: WORKERS='abc' is not allowed: a whole number from 1 to 32"
+    ]
+    assert not any("supervisord" in line for line in output)
+
+
+# --- 4. Least privilege ----------------------------------------------------------------------
+
+
+def test_no_process_runs_as_root() -> None:
+    with running() as bundle:
+        bundle.wait_running("nginx", *INSTANCES)
+        processes = bundle.exec("ps", "-eo", "uid=,args=").stdout.splitlines()
+        assert len(processes) >= 6  # supervisord, 2 Tornado, nginx master + worker, ps
+        assert all(line.split()[0] == APP_UID for line in processes), processes
+        assert bundle.inspect()["Config"]["User"] == f"{APP_UID}:{APP_UID}"
+
+
+def test_runs_unchanged_read_only_without_capabilities() -> None:
+    with running(options=READ_ONLY) as bundle:
+        status = bundle.wait_running("nginx", *INSTANCES)
+        assert bundle.get("/").body == b"Hello, Tornado\n"
+        pid = status["tornadoes:tornado-8000"][1]
+        bundle.exec("kill", "-9", str(pid))
+        wait_for(lambda: bundle.pid_of("tornadoes:tornado-8000") != pid, 5)
+        bundle.exec("rolling-restart")
+        write = bundle.exec("touch", "/opt/bundle/x", check=False)
+        assert "Read-only file system" in write.stderr
+
+
+def listening_sockets(bundle: Container) -> dict[int, str]:
+    """port -> local address (hex, as in /proc/net/tcp) of every listening TCP socket."""
+    table = bundle.exec("cat", "/proc/net/tcp").stdout.splitlines()[1:]
+    sockets = {}
+    for fields in (line.split() for line in table):
+        if fields[3] == "0A":
+            address, port = fields[1].split(":")
+            sockets[int(port, 16)] = address
+    return sockets
+
+
+def test_tornado_listens_on_loopback_only_and_the_socket_is_private() -> None:
+    with running() as bundle:
+        sockets = listening_sockets(bundle)
+        assert sockets[8000] == sockets[8001] == "0100007F"  # 127.0.0.1
+        assert sockets[80] == "00000000"  # nginx: every interface
+        assert bundle.exec("stat", "-c", "%a %u", "/tmp/supervisor.sock").stdout.split() == [
+            "700",
+            APP_UID,
+        ]
+        other_user = bundle.exec("supervisorctl", "status", user="12345", check=False)
+        assert other_user.returncode != 0
+        assert "Permission denied" in other_user.stdout + other_user.stderr
+
+
+# --- 6. Health -------------------------------------------------------------------------------
+
+
+def health(container: Container) -> str:
+    return container.inspect()["State"]["Health"]["Status"]
+
+
+def test_healthy_within_10_seconds_and_unhealthy_without_instances() -> None:
+    started = time.monotonic()
+    container = start()
+    try:
+        wait_for(lambda: health(container) == "healthy", 10, 0.2, "healthy")
+        print(f"healthy after {time.monotonic() - started:.1f}s")
+        container.exec("supervisorctl", "stop", "tornadoes:*")
+        wait_for(lambda: health(container) == "unhealthy", 25, 0.5, "unhealthy")
+        # A manual stop is not a failure: the container keeps running.
+        assert container.inspect()["State"]["Running"]
+        container.exec("supervisorctl", "start", "tornadoes:*")
+        wait_for(lambda: health(container) == "healthy", 15, 0.2, "healthy again")
+    finally:
+        remove(container.name)
