@@ -10,16 +10,18 @@ HOST_PORT ?= 80
 # Extra `docker run` options for make run, e.g. RUN_OPTIONS="-e WORKERS=4".
 RUN_OPTIONS ?=
 VENV ?= tests/.venv
+BENCH_VENV ?= bench/.venv
+SEED_IMAGE ?= tornado-bundle-seed:bench
 PYTHON ?= python3
 # pytest options, e.g. PYTEST_ARGS="-k round_robin -x".
 PYTEST_ARGS ?=
 
 SHELL_SCRIPTS := base-image/build.sh container/entrypoint.sh container/entrypoint.d/*.sh \
 	container/bin/healthcheck container/bin/rolling-restart container/bin/wait-for-tornado .ci/run
-PYTHON_SOURCES := main.py container tests
+PYTHON_SOURCES := main.py container tests bench/run.py bench/tornado_alone.py
 
 .DEFAULT_GOAL := help
-.PHONY: help build base-image run stop logs status shell reload test unit lint clean
+.PHONY: help build base-image run stop logs status shell reload test unit lint bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -69,8 +71,19 @@ lint: $(VENV)/.installed ## ruff (lint and format) and shellcheck
 	$(VENV)/bin/ruff format --check --config tests/ruff.toml $(PYTHON_SOURCES)
 	$(VENV)/bin/shellcheck $(SHELL_SCRIPTS)
 
+$(BENCH_VENV)/.installed: bench/requirements.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes -r bench/requirements.txt
+	@touch $@
+
+bench: build $(BENCH_VENV)/.installed ## measure against the seed's setup, Tornado alone and nginx alone
+	docker build --quiet --build-arg IMAGE=$(IMAGE) --tag $(SEED_IMAGE) bench/seed >/dev/null
+	$(BENCH_VENV)/bin/python bench/run.py --image $(IMAGE) --seed-image $(SEED_IMAGE) \
+		--base-image $(BASE_IMAGE)
+
 clean: ## remove the make run container, the image, test containers and the tools' venv
 	-docker rm --force $(CONTAINER) 2>/dev/null
-	-docker ps -aq --filter name=tornado-bundle-test- | xargs -r docker rm --force
-	-docker image rm $(IMAGE) 2>/dev/null
-	rm -rf $(VENV) tests/__pycache__ tests/.pytest_cache
+	-docker ps -aq --filter name=tornado-bundle-test- --filter name=tornado-bundle-bench- \
+		| xargs -r docker rm --force
+	-docker image rm $(IMAGE) $(SEED_IMAGE) 2>/dev/null
+	rm -rf $(VENV) $(BENCH_VENV) tests/__pycache__ tests/.pytest_cache

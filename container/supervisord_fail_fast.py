@@ -1,5 +1,7 @@
 """supervisord, but a process that cannot stay up stops the container with exit code 1.
 
+It also starts the programs at once instead of after supervisord's first 1 s poll.
+
 Plain supervisord keeps running when a program gives up (FATAL after startretries), so the
 container looks alive while serving nothing; and when it does shut down it always exits 0, so
 `--restart on-failure` and orchestrators never see a failure. This runs supervisord in this very
@@ -34,6 +36,11 @@ class FailFastSupervisor(supervisord.Supervisor):
     def runforever(self) -> None:
         # Subscribed here because Supervisor.run() clears every subscription before it starts.
         events.subscribe(events.ProcessStateFatalEvent, self.on_fatal)
+        # supervisord's loop first waits up to 1 s for I/O, and only then spawns the programs:
+        # spawn them now (in priority order, as the loop would), which takes ~1 s off every
+        # container start.
+        for group in sorted(self.process_groups.values()):
+            group.transition()
         super().runforever()
 
     def on_fatal(self, event: events.ProcessStateFatalEvent) -> None:

@@ -131,6 +131,8 @@ TAKE_PORT_8001 = """
 import os, socket, sys, time
 os.kill(int(sys.argv[1]), 9)
 blocker = socket.socket()
+# Like Tornado: the killed instance's closed connections leave port 8001 in TIME_WAIT.
+blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 deadline = time.monotonic() + 5
 while True:
     try:

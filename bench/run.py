@@ -1,0 +1,386 @@
+"""`make bench`: the bundle measured side by side with the seed's setup, Tornado alone, Tornado's
+multi-process mode and nginx answering by itself, on the same image, machine and load.
+
+All contenders run at once, each published on 127.0.0.1 only; the load (wrk, or a Python
+fallback) goes to one at a time, alternating round by round, and the median of the rounds is
+reported. Prints a markdown table and writes it, with a PNG chart, to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results"
+LOOPBACK = "127.0.0.1"
+NAME_PREFIX = "tornado-bundle-bench-"
+
+
+@dataclass
+class Contender:
+    name: str
+    run_args: list[str]
+    port: int
+    key: str
+    container: str = ""
+    host_port: int = 0
+    rounds: list[dict[str, float]] = field(default_factory=list)
+    memory_mib: float = 0.0
+
+
+@dataclass
+class Load:
+    seconds: int
+    connections: int
+
+
+def docker(*args: str, check: bool = True) -> str:
+    result = subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
+    if check and result.returncode != 0:
+        raise SystemExit(f"bench: docker {' '.join(args[:3])} failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+def contenders(image: str, seed_image: str) -> list[Contender]:
+    mount = f"--volume={BENCH}:/bench:ro"
+    alone = [mount, "--entrypoint", "python", image, "/bench/tornado_alone.py"]
+    return [
+        Contender("bundle: nginx -> 2 Tornado", [image], 80, "bundle"),
+        Contender("seed setup: nginx -> 2 Tornado", [seed_image], 80, "seed"),
+        Contender("Tornado alone, 1 process", [*alone, "1"], 8000, "alone1"),
+        Contender("Tornado fork_processes(2)", [*alone, "2"], 8000, "fork2"),
+        Contender(
+            "nginx return 200 (ceiling)",
+            [mount, "--entrypoint", "nginx", image, "-c", "/bench/ceiling.conf"],
+            80,
+            "ceiling",
+        ),
+        Contender("bundle, WORKERS=1", ["--env=WORKERS=1", image], 80, "workers1"),
+        Contender("bundle, WORKERS=4", ["--env=WORKERS=4", image], 80, "workers4"),
+    ]
+
+
+def get_status(port: int) -> int:
+    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=2)
+    try:
+        connection.request("GET", "/")
+        response = connection.getresponse()
+        response.read()
+        return response.status
+    finally:
+        connection.close()
+
+
+def wait_for_200(port: int, timeout: float = 30) -> float:
+    """Seconds until GET / answers 200 (polling every 10 ms)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            if get_status(port) == 200:
+                return time.monotonic() - started
+        except (OSError, http.client.HTTPException):
+            pass
+        time.sleep(0.01)
+    raise SystemExit(f"bench: nothing answered 200 on 127.0.0.1:{port} within {timeout}s")
+
+
+def start(contender: Contender) -> None:
+    contender.container = NAME_PREFIX + uuid.uuid4().hex[:8]
+    docker(
+        "run",
+        "--detach",
+        "--name",
+        contender.container,
+        f"--publish={LOOPBACK}:0:{contender.port}",
+        *contender.run_args,
+    )
+    published = docker("port", contender.container, f"{contender.port}/tcp")
+    contender.host_port = int(re.search(r"127\.0\.0\.1:(\d+)", published).group(1))  # type: ignore[union-attr]
+    wait_for_200(contender.host_port)
+
+
+def container_cpu_ns(name: str) -> int:
+    """CPU time the container's processes used, from its cgroup (v1 or v2)."""
+    full_id = docker("inspect", "--format", "{{.Id}}", name).strip()
+    candidates = [
+        Path(f"/sys/fs/cgroup/cpuacct/docker/{full_id}/cpuacct.usage"),
+        Path(f"/sys/fs/cgroup/system.slice/docker-{full_id}.scope/cpu.stat"),
+        Path(f"/sys/fs/cgroup/docker/{full_id}/cpu.stat"),
+    ]
+    for path in candidates:
+        if path.name == "cpuacct.usage" and path.exists():
+            return int(path.read_text())
+        if path.exists():
+            usage = re.search(r"usage_usec (\d+)", path.read_text())
+            return int(usage.group(1)) * 1000  # type: ignore[union-attr]
+    raise SystemExit(f"bench: no cgroup CPU accounting found for {name}")
+
+
+def memory_mib(name: str) -> float:
+    usage = docker("stats", "--no-stream", "--format", "{{.MemUsage}}", name).split("/")[0]
+    number, unit = re.match(r"\s*([\d.]+)\s*(\w+)", usage).groups()  # type: ignore[union-attr]
+    return float(number) * {"B": 1 / 2**20, "KiB": 1 / 1024, "MiB": 1, "GiB": 1024}[unit]
+
+
+def run_wrk(port: int, load: Load) -> dict[str, float]:
+    output = subprocess.run(
+        [
+            "wrk",
+            "--threads",
+            "1",
+            "--connections",
+            str(load.connections),
+            "--duration",
+            f"{load.seconds}s",
+            "--latency",
+            f"http://{LOOPBACK}:{port}/",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", output))
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    return {
+        "requests": requests,
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),  # type: ignore[union-attr]
+        "p50_ms": _wrk_latency(output, "50%"),
+        "p99_ms": _wrk_latency(output, "99%"),
+        "errors": errors + (int(non_2xx.group(1)) if non_2xx else 0),
+    }
+
+
+def _wrk_latency(output: str, percentile: str) -> float:
+    value, unit = re.search(rf"{percentile}\s+([\d.]+)(us|ms|s)", output).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def run_python_load(port: int, load: Load) -> dict[str, float]:
+    """Fallback when wrk is missing: keep-alive clients in threads (far slower than wrk)."""
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    deadline = time.monotonic() + load.seconds
+
+    def client() -> None:
+        connection = http.client.HTTPConnection(LOOPBACK, port, timeout=10)
+        mine: list[float] = []
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            try:
+                connection.request("GET", "/")
+                response = connection.getresponse()
+                response.read()
+                ok = response.status == 200
+            except (OSError, http.client.HTTPException):
+                connection.close()
+                ok = False
+            if ok:
+                mine.append(time.monotonic() - started)
+            else:
+                with lock:
+                    errors[0] += 1
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=client) for _ in range(load.connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    latencies.sort()
+    return {
+        "requests": len(latencies) + errors[0],
+        "rps": len(latencies) / load.seconds,
+        "p50_ms": latencies[len(latencies) // 2] * 1000 if latencies else 0.0,
+        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000 if latencies else 0.0,
+        "errors": errors[0],
+    }
+
+
+def measure(contender: Contender, load: Load) -> dict[str, float]:
+    generate = run_wrk if shutil.which("wrk") else run_python_load
+    before = container_cpu_ns(contender.container)
+    result = generate(contender.host_port, load)
+    used_ns = container_cpu_ns(contender.container) - before
+    result["cpu_us_per_request"] = used_ns / 1000 / max(result["requests"], 1)
+    return result
+
+
+def median(contender: Contender, metric: str) -> float:
+    return statistics.median(r[metric] for r in contender.rounds)
+
+
+def cold_starts(image: str, times: int) -> list[float]:
+    """`docker run` until the first 200, `times` times (the engine's own start-up included)."""
+    seconds = []
+    for _ in range(times):
+        name = NAME_PREFIX + uuid.uuid4().hex[:8]
+        started = time.monotonic()
+        try:
+            docker("run", "--detach", "--name", name, f"--publish={LOOPBACK}:0:80", image)
+            port = int(docker("port", name, "80/tcp").split(":")[-1])
+            wait_for_200(port)
+            seconds.append(time.monotonic() - started)
+        finally:
+            docker("rm", "--force", name, check=False)
+    return seconds
+
+
+def image_mb(image: str) -> float:
+    return int(docker("image", "inspect", "--format", "{{.Size}}", image)) / 1e6
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        found = re.search(r"model name\s*:\s*(.+)", cpuinfo.read_text())
+        model = found.group(1).strip() if found else model
+    engine = docker("version", "--format", "{{.Server.Version}}").strip()
+    system = f"{platform.system()} {platform.release()}"
+    return f"{os.cpu_count()} cores, {model}, {system}, Docker {engine}"
+
+
+def report(
+    runs: list[Contender], load: Load, rounds: int, starts: list[float], sizes: dict[str, float]
+) -> str:
+    by_key = {c.key: c for c in runs}
+    tool = "wrk" if shutil.which("wrk") else "a Python load generator (wrk not installed)"
+    lines = [
+        f"# make bench, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"Machine: {machine()}.",
+        f"Load: {tool}, {load.connections} keep-alive connections, {load.seconds} s per round, "
+        f"{rounds} rounds alternating between contenders, median shown; all traffic to 127.0.0.1 "
+        "through Docker's published ports.",
+        "",
+        "| contender | req/s | p50 ms | p99 ms | errors | CPU µs/request | memory MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for c in runs:
+        lines.append(
+            f"| {c.name} | {median(c, 'rps'):,.0f} | {median(c, 'p50_ms'):.2f} | "
+            f"{median(c, 'p99_ms'):.2f} | {sum(r['errors'] for r in c.rounds):.0f} | "
+            f"{median(c, 'cpu_us_per_request'):.0f} | {c.memory_mib:.1f} |"
+        )
+
+    def ratio(a: str, b: str, metric: str) -> float:
+        return median(by_key[a], metric) / median(by_key[b], metric)
+
+    cpu = "cpu_us_per_request"
+    goals = [
+        ("CPU/request, bundle ÷ Tornado alone", ratio("bundle", "alone1", cpu), "≤ 1.3", 1.3, True),
+        ("CPU/request, bundle ÷ seed setup", ratio("bundle", "seed", cpu), "≤ 0.5", 0.5, True),
+        ("req/s, bundle ÷ seed setup", ratio("bundle", "seed", "rps"), "≥ 1.6", 1.6, False),
+        ("p99, bundle ÷ seed setup", ratio("bundle", "seed", "p99_ms"), "< 1.0", 1.0, True),
+        ("req/s, bundle ÷ fork_processes(2)", ratio("bundle", "fork2", "rps"), "≥ 0.9", 0.9, False),
+        ("image MB", sizes["image"], "≤ 130", 130, True),
+        ("cold start s (median of 5)", statistics.median(starts), "≤ 1.5", 1.5, True),
+        ("memory MiB, 2 instances", by_key["bundle"].memory_mib, "≤ 60", 60, True),
+    ]
+    lines += ["", "| measure | value | goal | met |", "|---|---:|---:|---|"]
+    for name, value, goal, bound, at_most in goals:
+        met = value <= bound if at_most else value >= bound
+        lines.append(f"| {name} | {value:.2f} | {goal} | {'yes' if met else 'NO'} |")
+    per_core = 1e6 / median(by_key["bundle"], cpu)
+    lines += [
+        "",
+        f"Image: {sizes['image']:.1f} MB, of which {sizes['image'] - sizes['base']:.1f} MB on top "
+        f"of the base image ({sizes['base']:.1f} MB). Cold start (docker run to first 200): "
+        + ", ".join(f"{s:.2f}" for s in sorted(starts))
+        + " s.",
+        f"Expected throughput per core, from the bundle's CPU per request: ~{per_core:,.0f} req/s.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def chart(runs: list[Contender], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("bench: matplotlib is not installed; no chart")
+        return False
+    by_key = {c.key: c for c in runs}
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), width_ratios=[3, 1.3])
+    main = [c for c in runs if not c.key.startswith("workers")]
+    left.barh([c.name for c in main], [median(c, "rps") for c in main], color="#4c72b0")
+    left.invert_yaxis()
+    left.set_xlabel("requests/s (median)")
+    left.set_title("Throughput by contender")
+    scaling = [("1", by_key["workers1"]), ("2", by_key["bundle"]), ("4", by_key["workers4"])]
+    right.bar([n for n, _ in scaling], [median(c, "rps") for _, c in scaling], color="#55a868")
+    right.set_xlabel("WORKERS")
+    right.set_ylabel("requests/s (median)")
+    right.set_title("Bundle by worker count")
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    return True
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--image", default="tornado-bundle:latest")
+    parser.add_argument("--seed-image", default="tornado-bundle-seed:bench")
+    parser.add_argument("--base-image", default="debian:trixie-slim")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=32)
+    arguments = parser.parse_args()
+    load = Load(arguments.seconds, arguments.connections)
+
+    runs = contenders(arguments.image, arguments.seed_image)
+    try:
+        for contender in runs:
+            start(contender)
+            measure(contender, Load(1, load.connections))  # warm-up, not counted
+            contender.memory_mib = memory_mib(contender.container)
+        for round_number in range(arguments.rounds):
+            order = runs if round_number % 2 == 0 else list(reversed(runs))
+            for contender in order:
+                contender.rounds.append(measure(contender, load))
+                print(
+                    f"round {round_number + 1}: {contender.name}: "
+                    f"{contender.rounds[-1]['rps']:,.0f} req/s",
+                    flush=True,
+                )
+    finally:
+        for contender in runs:
+            if contender.container:
+                docker("rm", "--force", contender.container, check=False)
+    starts = cold_starts(arguments.image, 5)
+    sizes = {"image": image_mb(arguments.image), "base": image_mb(arguments.base_image)}
+
+    RESULTS.mkdir(exist_ok=True)
+    text = report(runs, load, arguments.rounds, starts, sizes)
+    if chart(runs, RESULTS / "latest.png"):
+        text += "\n![throughput](latest.png)\n"
+    (RESULTS / "latest.md").write_text(text)
+    (RESULTS / "latest.json").write_text(
+        json.dumps({c.key: {"name": c.name, "rounds": c.rounds} for c in runs}, indent=1)
+    )
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
