@@ -189,7 +189,15 @@ def main() -> int:
     except ConfigError as error:
         print(f"{program}: error: {error}", file=sys.stderr)
         return 1
-    write_atomically(OUTPUT, render(TEMPLATE.read_text(), settings, first_port))
+    try:
+        write_atomically(OUTPUT, render(TEMPLATE.read_text(), settings, first_port))
+    except OSError as error:
+        print(
+            f"{program}: error: cannot write {OUTPUT}: {error.strerror}; /tmp must be writable "
+            "(with --read-only, add --tmpfs /tmp)",
+            file=sys.stderr,
+        )
+        return 1
     method = settings.lb_method + (f" {settings.weights}" if settings.weights else "")
     print(
         f"{program}: {settings.workers} Tornado instance(s) on ports {first_port}-"

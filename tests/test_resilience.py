@@ -252,3 +252,12 @@ def test_healthy_within_10_seconds_and_unhealthy_without_instances() -> None:
         wait_for(lambda: health(container) == "healthy", 15, 0.2, "healthy again")
     finally:
         remove(container.name)
+
+
+def test_read_only_without_a_writable_tmp_is_one_clear_line() -> None:
+    result = docker("run", "--rm", "--read-only", IMAGE, check=False, timeout=30)
+    assert result.returncode == 1
+    assert (result.stdout + result.stderr).splitlines() == [
+        "render_config.py: error: cannot write /tmp/nginx/tornado.conf: Read-only file system; "
+        "/tmp must be writable (with --read-only, add --tmpfs /tmp)"
+    ]
