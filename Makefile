@@ -60,16 +60,26 @@ $(VENV)/.installed: tests/requirements-dev.txt requirements.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes -r tests/requirements-dev.txt
 	@touch $@
 
-test: build lint $(VENV)/.installed ## lint, build the image, run every test against it
+test: build lint $(VENV)/.installed ## build the image, lint, run every test against it
 	IMAGE=$(IMAGE) $(VENV)/bin/pytest tests $(PYTEST_ARGS)
 
 unit: $(VENV)/.installed ## only the tests that need no Docker
 	$(VENV)/bin/pytest tests -m "not docker" $(PYTEST_ARGS)
 
-lint: $(VENV)/.installed ## ruff (lint and format) and shellcheck
+lint: build $(VENV)/.installed ## ruff, shellcheck, hadolint, yamllint, nginx -t and gixy in the image
 	$(VENV)/bin/ruff check --config tests/ruff.toml $(PYTHON_SOURCES)
 	$(VENV)/bin/ruff format --check --config tests/ruff.toml $(PYTHON_SOURCES)
 	$(VENV)/bin/shellcheck $(SHELL_SCRIPTS)
+	$(VENV)/bin/hadolint Dockerfile bench/seed/Dockerfile
+	$(VENV)/bin/yamllint --strict -c deploy/.yamllint.yaml deploy
+	@# The effective nginx configuration, with the diagnostics header and with a trusted proxy.
+	@for env in DIAGNOSTICS=off "DIAGNOSTICS=on REAL_IP_FROM=10.0.0.0/8 LB_METHOD=least_conn"; do \
+		echo "nginx -T | gixy ($$env)"; \
+		docker run --rm $$(printf -- '-e %s ' $$env) --entrypoint sh $(IMAGE) \
+			-c '/docker-entrypoint.d/10-render-config.sh >/dev/null && nginx -T 2>/dev/null' \
+			>$(VENV)/nginx-T.conf || exit 1; \
+		$(VENV)/bin/gixy $(VENV)/nginx-T.conf || exit 1; \
+	done
 
 $(BENCH_VENV)/.installed: bench/requirements.txt
 	$(PYTHON) -m venv $(BENCH_VENV)
