@@ -130,6 +130,33 @@ def container_cpu_ns(name: str) -> int:
     raise SystemExit(f"bench: no cgroup CPU accounting found for {name}")
 
 
+def cpu_ticks_by_process(name: str) -> dict[str, int]:
+    """CPU time (clock ticks) of each process in the container, keyed by 'pid command'."""
+    script = (
+        'for p in /proc/[0-9]*; do echo "${p#/proc/} $(cut -d" " -f14,15 $p/stat) '
+        '$(tr "\\0" " " <$p/cmdline | cut -c1-48)"; done 2>/dev/null'
+    )
+    ticks = {}
+    for line in docker("exec", name, "sh", "-c", script).splitlines():
+        pid, user, system, *command = line.split()
+        ticks[f"{pid} {' '.join(command)}"] = int(user) + int(system)
+    return ticks
+
+
+def where_the_cpu_goes(contender: Contender, load: Load) -> list[tuple[str, float]]:
+    """µs of CPU per request for each process, over one more round of load."""
+    before = cpu_ticks_by_process(contender.container)
+    requests = measure(contender, load)["requests"]
+    after = cpu_ticks_by_process(contender.container)
+    tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
+    shares = [
+        (key.split(" ", 1)[1], (after[key] - before[key]) * tick_us / requests)
+        for key in after
+        if key in before and after[key] > before[key]
+    ]
+    return sorted(shares, key=lambda share: -share[1])
+
+
 def memory_mib(name: str) -> float:
     usage = docker("stats", "--no-stream", "--format", "{{.MemUsage}}", name).split("/")[0]
     number, unit = re.match(r"\s*([\d.]+)\s*(\w+)", usage).groups()  # type: ignore[union-attr]
@@ -258,7 +285,12 @@ def machine() -> str:
 
 
 def report(
-    runs: list[Contender], load: Load, rounds: int, starts: list[float], sizes: dict[str, float]
+    runs: list[Contender],
+    load: Load,
+    rounds: int,
+    starts: list[float],
+    sizes: dict[str, float],
+    breakdown: list[tuple[str, float]],
 ) -> str:
     by_key = {c.key: c for c in runs}
     tool = "wrk" if shutil.which("wrk") else "a Python load generator (wrk not installed)"
@@ -307,6 +339,12 @@ def report(
         + " s.",
         f"Expected throughput per core, from the bundle's CPU per request: ~{per_core:,.0f} req/s.",
         "",
+        "Where the bundle's CPU goes (one more round, per process, µs per request):",
+        "",
+        "| process | CPU µs/request |",
+        "|---|---:|",
+        *(f"| `{command}` | {us:.1f} |" for command, us in breakdown),
+        "",
     ]
     return "\n".join(lines)
 
@@ -342,7 +380,7 @@ def main() -> int:
     parser.add_argument("--image", default="tornado-bundle:latest")
     parser.add_argument("--seed-image", default="tornado-bundle-seed:bench")
     parser.add_argument("--base-image", default="debian:trixie-slim")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=32)
     arguments = parser.parse_args()
@@ -363,6 +401,7 @@ def main() -> int:
                     f"{contender.rounds[-1]['rps']:,.0f} req/s",
                     flush=True,
                 )
+        breakdown = where_the_cpu_goes(runs[0], load)
     finally:
         for contender in runs:
             if contender.container:
@@ -371,7 +410,7 @@ def main() -> int:
     sizes = {"image": image_mb(arguments.image), "base": image_mb(arguments.base_image)}
 
     RESULTS.mkdir(exist_ok=True)
-    text = report(runs, load, arguments.rounds, starts, sizes)
+    text = report(runs, load, arguments.rounds, starts, sizes, breakdown)
     if chart(runs, RESULTS / "latest.png"):
         text += "\n![throughput](latest.png)\n"
     (RESULTS / "latest.md").write_text(text)
