@@ -8,6 +8,8 @@ ARG BASE_IMAGE=debian:trixie-slim
 # --- venv: Python dependencies, built where pip and its caches can stay behind ---------------
 FROM ${BASE_IMAGE} AS venv
 SHELL ["/bin/sh", "-eu", "-c"]
+# Debian packages are not pinned (DL3008): the suite is fixed by the base image and exact
+# versions vanish from the archive with each security update, which would break every build.
 # hadolint ignore=DL3008
 RUN apt-get update; \
     # python3-venv brings ensurepip's pip; ca-certificates lets pip verify PyPI (and trusts any
@@ -36,6 +38,7 @@ LABEL org.opencontainers.image.title="tornado-bundle" \
 # `kill` for operating the container by hand. Debian's site files are removed: the bundle's
 # nginx.conf includes only the rendered tornado.conf. The log symlinks send anything that opens
 # nginx's default log paths (`nginx -t` before reading the config) to the container's output.
+# Not pinned, for the reason given in the first stage.
 # hadolint ignore=DL3008
 RUN apt-get update; \
     apt-get install -y --no-install-recommends nginx python3 procps; \
