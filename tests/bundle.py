@@ -109,8 +109,8 @@ class Container:
                 status[parts[0]] = (parts[1], int(pid.group(1)) if pid else None)
         return status
 
-    def pid_of(self, process: str) -> int:
-        state, pid = self.wait_running(process)[process]
+    def pid_of(self, process: str, timeout: float = 10) -> int:
+        state, pid = self.wait_running(process, timeout=timeout)[process]
         assert pid is not None
         return pid
 

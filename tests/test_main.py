@@ -108,46 +108,48 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-async def start_server(diagnostics: bool = True) -> tuple[HTTPServer, main.InFlightRequests, int]:
-    tracker = main.InFlightRequests()
-    server = HTTPServer(main.make_app(diagnostics, tracker), xheaders=True)
-    port = free_port()
-    server.listen(port, address="127.0.0.1")
-    return server, tracker, port
+class SlowRequest:
+    """A server with diagnostics, and one /slow request to it that is in flight."""
+
+    async def start(self, seconds: float) -> SlowRequest:
+        self.tracker = main.InFlightRequests()
+        self.server = HTTPServer(main.make_app(True, self.tracker), xheaders=True)
+        self.port = free_port()
+        self.server.listen(self.port, address="127.0.0.1")
+        self.client = AsyncHTTPClient(force_instance=True)
+        url = f"http://127.0.0.1:{self.port}/slow?seconds={seconds}"
+        self.response = asyncio.ensure_future(self.client.fetch(url))
+        while len(self.tracker) == 0:
+            await asyncio.sleep(0.01)
+        return self
 
 
 def test_drain_lets_the_in_flight_request_finish_and_refuses_new_ones() -> None:
     async def scenario() -> None:
-        server, tracker, port = await start_server()
-        client = AsyncHTTPClient(force_instance=True)
-        slow = asyncio.ensure_future(client.fetch(f"http://127.0.0.1:{port}/slow?seconds=0.3"))
-        while len(tracker) == 0:
-            await asyncio.sleep(0.01)
-        await main.drain(server, tracker, timeout=5)
-        response = await slow
+        slow = await SlowRequest().start(0.3)
+        await main.drain(slow.server, slow.tracker, timeout=5)
+        response = await slow.response
         assert (response.code, response.body) == (200, b"slept 0.3s\n")
-        assert len(tracker) == 0
+        # nginx must not reuse this upstream connection once the instance is draining.
+        assert response.headers["Connection"] == "close"
+        assert len(slow.tracker) == 0
         with pytest.raises(ConnectionRefusedError):
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        client.close()
+            socket.create_connection(("127.0.0.1", slow.port), timeout=1).close()
+        slow.client.close()
 
     asyncio.run(scenario())
 
 
 def test_drain_gives_up_after_its_deadline() -> None:
     async def scenario() -> None:
-        server, tracker, port = await start_server()
-        client = AsyncHTTPClient(force_instance=True)
-        slow = asyncio.ensure_future(client.fetch(f"http://127.0.0.1:{port}/slow?seconds=5"))
-        while len(tracker) == 0:
-            await asyncio.sleep(0.01)
+        slow = await SlowRequest().start(5)
         loop = asyncio.get_running_loop()
         started = loop.time()
-        await main.drain(server, tracker, timeout=0.2)
+        await main.drain(slow.server, slow.tracker, timeout=0.2)
         assert loop.time() - started < 1
         with pytest.raises(Exception):  # noqa: B017 - the connection is cut; the error type varies
-            await slow
-        client.close()
+            await slow.response
+        slow.client.close()
 
     asyncio.run(scenario())
 

@@ -58,11 +58,17 @@ def assert_no_failures(result: LoadResult) -> None:
 # --- 1. Zero failed requests under faults ----------------------------------------------------
 
 
-def test_kill_9_of_one_instance_fails_no_request() -> None:
+def test_kill_9_of_one_instance_fails_no_request_and_it_is_back_within_3_seconds() -> None:
     with running() as bundle:
         pid = bundle.pid_of("tornadoes:tornado-8000")
-        result = load_during(bundle, lambda: bundle.exec("kill", "-9", str(pid)))
-        assert bundle.pid_of("tornadoes:tornado-8000") != pid
+
+        def kill_and_wait_for_the_new_one() -> None:
+            bundle.exec("kill", "-9", str(pid))
+            killed_at = time.monotonic()
+            wait_for(lambda: bundle.pid_of("tornadoes:tornado-8000", timeout=3) != pid, 3)
+            assert time.monotonic() - killed_at < 3
+
+        result = load_during(bundle, kill_and_wait_for_the_new_one)
         assert_no_failures(result)
 
 
