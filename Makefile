@@ -32,10 +32,10 @@ build: ## build the image (pulls the base image, or builds it from Debian's pack
 		     $(MAKE) --no-print-directory base-image; }
 	docker build --build-arg BASE_IMAGE=$(BASE_IMAGE) --tag $(IMAGE) .
 
-base-image: ## build $(BASE_IMAGE) from Debian's packages (no registry needed; root and debootstrap)
+base-image: ## build the base image from Debian's packages (no registry needed; root, debootstrap)
 	sh base-image/build.sh $(BASE_IMAGE)
 
-run: build ## run the bundle detached on $(HOST_ADDRESS):$(HOST_PORT) (HOST_PORT=8080 make run)
+run: build ## build, then run the bundle detached on 127.0.0.1:80 (HOST_PORT=8080 make run)
 	@docker rm --force $(CONTAINER) >/dev/null 2>&1 || true
 	docker run --detach --name $(CONTAINER) --publish $(HOST_ADDRESS):$(HOST_PORT):80 $(RUN_OPTIONS) $(IMAGE)
 	@echo "The bundle is starting at http://$(HOST_ADDRESS):$(HOST_PORT)/ (make logs, make status, make stop)"
