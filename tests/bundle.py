@@ -127,6 +127,18 @@ class Container:
     def wait_serving(self, timeout: float = 15) -> None:
         wait_for(lambda: self.get("/", timeout=1).status == 200, timeout, what="GET / -> 200")
 
+    def wait_every_instance_healthy(self, timeout: float = 15) -> None:
+        """Each Tornado instance answers /healthz on its own port (inside the container)."""
+
+        def all_healthy() -> bool:
+            ports = [
+                name.rsplit("-", 1)[1] for name in self.supervisor_status() if "tornado-" in name
+            ]
+            checks = " && ".join(f"healthcheck {port}" for port in ports)
+            return bool(ports) and self.exec("sh", "-c", checks, check=False).returncode == 0
+
+        wait_for(all_healthy, timeout, 0.1, "every instance healthy")
+
     def upstream_counts(
         self, requests: int, path: str = "/", headers: dict[str, str] | None = None
     ) -> Counter[str]:
@@ -177,11 +189,13 @@ def remove(name: str) -> None:
 def running(
     env: dict[str, str] | None = None, options: tuple[str, ...] = (), container_port: int = 80
 ) -> Iterator[Container]:
-    """A started container that serves GET / with 200; removed afterwards, whatever happens."""
+    """A started container whose instances all answer; removed afterwards, whatever happens."""
     container = None
     try:
         container = start(env, options, container_port)
         container.wait_serving()
+        # nginx starts once one instance listens; tests of the balancing need all of them.
+        container.wait_every_instance_healthy()
         yield container
     finally:
         if container is not None:
