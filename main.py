@@ -14,12 +14,15 @@ import logging
 import os
 import signal
 import sys
+import weakref
 from collections.abc import Callable
+from typing import Any
 
 import tornado.httputil
 import tornado.options
 import tornado.web
 from tornado.httpserver import HTTPServer
+from tornado.iostream import IOStream
 from tornado.log import access_log
 
 LISTEN_ADDRESS = "127.0.0.1"
@@ -108,6 +111,21 @@ class _TrackingTransform(tornado.web.OutputTransform):
         return chunk
 
 
+class DrainingHTTPServer(HTTPServer):
+    """An HTTPServer that can tell how many client connections are still open."""
+
+    def initialize(self, *args: Any, **kwargs: Any) -> None:
+        super().initialize(*args, **kwargs)
+        self._streams: weakref.WeakSet[IOStream] = weakref.WeakSet()
+
+    def handle_stream(self, stream: IOStream, address: tuple[str, int]) -> None:
+        self._streams.add(stream)
+        super().handle_stream(stream, address)
+
+    def open_connections(self) -> int:
+        return sum(1 for stream in self._streams if not stream.closed())
+
+
 class HelloHandler(tornado.web.RequestHandler):
     def get(self) -> None:
         self.set_header("Content-Type", "text/plain; charset=utf-8")
@@ -182,8 +200,9 @@ def parse_arguments(argv: list[str]) -> tuple[int, float]:
     return port, drain_timeout
 
 
-async def drain(server: HTTPServer, tracker: InFlightRequests, timeout: float) -> None:
+async def drain(server: DrainingHTTPServer, tracker: InFlightRequests, timeout: float) -> None:
     """Stop accepting, finish in-flight requests within `timeout`, then close what is left."""
+    deadline = asyncio.get_running_loop().time() + timeout
     server.stop()
     # Responses from now on say "Connection: close", so nginx drops its kept-alive connections
     # to this instance itself instead of racing the close below; no_keep_alive makes Tornado
@@ -196,12 +215,18 @@ async def drain(server: HTTPServer, tracker: InFlightRequests, timeout: float) -
             len(tracker),
             timeout,
         )
+    # Idle kept-alive connections go when nginx uses them (the answer says "Connection: close")
+    # or closes them itself after its upstream keepalive_timeout (2 s, below the drain timeout).
+    # Closing one from this side instead could cut a request that nginx is just sending on it,
+    # which nginx retries for a GET but not for a POST.
+    while server.open_connections() and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
     await server.close_all_connections()
 
 
 async def serve(port: int, drain_timeout: float, diagnostics: bool) -> None:
     tracker = InFlightRequests()
-    server = HTTPServer(make_app(diagnostics, tracker), xheaders=True)
+    server = DrainingHTTPServer(make_app(diagnostics, tracker), xheaders=True)
     try:
         server.listen(port, address=LISTEN_ADDRESS)
     except OSError as error:

@@ -214,19 +214,29 @@ class LoadResult:
 
 
 class LoadLoop:
-    """Steady GET load from `clients` threads on kept-alive connections, bounded in time and count.
+    """Steady load (GET unless told) from `clients` threads on kept-alive connections, bounded in
+    time and count.
 
     Like a browser (RFC 9112, 9.3.1): when a reused kept-alive connection is closed before any
     response byte arrives, the idempotent GET is retried once on a new connection; such retries
-    are counted apart. Every other error and every non-200 is a failure.
+    are counted apart; other methods are never retried. Every other error and every status other
+    than `expected_status` is a failure.
     """
 
     def __init__(
-        self, port: int, clients: int = 4, path: str = "/", max_requests: int = 200_000
+        self,
+        port: int,
+        clients: int = 4,
+        path: str = "/",
+        max_requests: int = 200_000,
+        method: str = "GET",
+        expected_status: int = 200,
     ) -> None:
         self.port = port
         self.clients = clients
         self.path = path
+        self.method = method
+        self.expected_status = expected_status
         self.max_requests = max_requests
         self.result = LoadResult()
         self._lock = threading.Lock()
@@ -270,19 +280,19 @@ class LoadLoop:
                 connection = http.client.HTTPConnection(LOOPBACK, self.port, timeout=10)
                 reused = False
             try:
-                status, will_close = self._get(connection)
+                status, will_close = self._send(connection)
                 retried = False
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as error:
                 connection.close()
                 connection = None
-                if not reused:
+                if not reused or self.method != "GET":
                     self._record(f"{type(error).__name__}: {error}")
                     continue
                 # The reused connection was closed before any response: retry once, fresh.
                 connection = http.client.HTTPConnection(LOOPBACK, self.port, timeout=10)
                 reused = False
                 try:
-                    status, will_close = self._get(connection)
+                    status, will_close = self._send(connection)
                     retried = True
                 except (OSError, http.client.HTTPException) as retry_error:
                     connection.close()
@@ -296,12 +306,13 @@ class LoadLoop:
                 continue
             # http.client reconnects by itself after "Connection: close": that one is fresh.
             reused = not will_close
-            self._record(None if status == 200 else f"HTTP {status}", retried)
+            self._record(None if status == self.expected_status else f"HTTP {status}", retried)
         if connection is not None:
             connection.close()
 
-    def _get(self, connection: http.client.HTTPConnection) -> tuple[int, bool]:
-        connection.request("GET", self.path)
+    def _send(self, connection: http.client.HTTPConnection) -> tuple[int, bool]:
+        body = b"x=1" if self.method == "POST" else None
+        connection.request(self.method, self.path, body=body)
         response = connection.getresponse()
         response.read()
         return response.status, response.will_close

@@ -87,6 +87,21 @@ def test_rolling_restart_fails_no_request() -> None:
         assert_no_failures(result)
 
 
+def test_rolling_restart_fails_no_post_either() -> None:
+    """POSTs are never retried by nginx once sent: none may be sent on a connection that a
+    restarting instance is closing. The app has no POST handler, so Tornado's own 405 proves
+    that each request reached an instance."""
+    with running() as bundle:
+        with LoadLoop(bundle.port, clients=4, method="POST", expected_status=405) as load:
+            load.run_for(2)
+            for _ in range(3):
+                bundle.exec("rolling-restart")
+            load.run_for(1)
+        print(f"ok={load.result.ok} failures={len(load.result.failures)}")
+        assert load.result.failures == [], load.result.failures[:5]
+        assert load.result.ok > 500
+
+
 def test_nginx_reload_fails_no_request() -> None:
     with running() as bundle:
         master = bundle.pid_of("nginx")
