@@ -35,8 +35,9 @@ trap 'rm -rf "$workdir"' EXIT
 rootfs=$workdir/rootfs
 
 log "debootstrap --variant=minbase $suite from $mirror"
-keyring=/usr/share/keyrings/debian-archive-$suite-stable.gpg
-[ -r "$keyring" ] || keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+# The packages' signatures are checked against Debian's archive keys (debian-archive-keyring).
+keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+[ -r "$keyring" ] || die "$keyring is missing; install the debian-archive-keyring package"
 debootstrap --variant=minbase --keyring="$keyring" "$suite" "$rootfs" "$mirror" >"$workdir/debootstrap.log" 2>&1 \
     || { tail -n 20 "$workdir/debootstrap.log" >&2; die "debootstrap failed (full log above)"; }
 
