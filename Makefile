@@ -15,6 +15,8 @@ SEED_IMAGE ?= tornado-bundle-seed:bench
 PYTHON ?= python3
 # pytest options, e.g. PYTEST_ARGS="-k round_robin -x".
 PYTEST_ARGS ?=
+# bench/run.py options, e.g. BENCH_ARGS="--rounds 3 --seconds 10".
+BENCH_ARGS ?=
 
 SHELL_SCRIPTS := base-image/build.sh container/entrypoint.sh container/entrypoint.d/*.sh \
 	container/bin/healthcheck container/bin/rolling-restart container/bin/wait-for-tornado .ci/run
@@ -89,7 +91,7 @@ $(BENCH_VENV)/.installed: bench/requirements.txt
 bench: build $(BENCH_VENV)/.installed ## measure against the seed's setup, Tornado alone and nginx alone
 	docker build --quiet --build-arg IMAGE=$(IMAGE) --tag $(SEED_IMAGE) bench/seed >/dev/null
 	$(BENCH_VENV)/bin/python bench/run.py --image $(IMAGE) --seed-image $(SEED_IMAGE) \
-		--base-image $(BASE_IMAGE)
+		--base-image $(BASE_IMAGE) $(BENCH_ARGS)
 
 clean: ## remove the make run container, the image, test containers and the tools' venv
 	-docker rm --force $(CONTAINER) 2>/dev/null
