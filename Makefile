@@ -57,10 +57,15 @@ shell: ## a shell in the running container
 reload: ## restart the Tornado instances one at a time, without failing a request
 	docker exec $(CONTAINER) rolling-restart
 
+# A virtualenv with pinned, hashed requirements: $(call make-venv,DIR,REQUIREMENTS_FILE).
+define make-venv
+	@$(PYTHON) -m venv $(1) || { echo "make: '$(PYTHON) -m venv' failed; on Debian or Ubuntu: apt-get install python3-venv"; exit 1; }
+	$(1)/bin/pip install --quiet --disable-pip-version-check --require-hashes -r $(2)
+	@touch $(1)/.installed
+endef
+
 $(VENV)/.installed: tests/requirements-dev.txt requirements.txt
-	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes -r tests/requirements-dev.txt
-	@touch $@
+	$(call make-venv,$(VENV),tests/requirements-dev.txt)
 
 test: build lint $(VENV)/.installed ## build the image, lint, run every test against it
 	IMAGE=$(IMAGE) $(VENV)/bin/pytest tests $(PYTEST_ARGS)
@@ -84,9 +89,7 @@ lint: build $(VENV)/.installed ## ruff, shellcheck, hadolint, yamllint, nginx -t
 	done
 
 $(BENCH_VENV)/.installed: bench/requirements.txt
-	$(PYTHON) -m venv $(BENCH_VENV)
-	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check --require-hashes -r bench/requirements.txt
-	@touch $@
+	$(call make-venv,$(BENCH_VENV),bench/requirements.txt)
 
 bench: build $(BENCH_VENV)/.installed ## measure against the seed's setup, Tornado alone and nginx alone
 	docker build --quiet --build-arg IMAGE=$(IMAGE) --tag $(SEED_IMAGE) bench/seed >/dev/null
