@@ -5,8 +5,8 @@
 # name and tag from Debian's packages (base-image/build.sh).
 ARG BASE_IMAGE=debian:trixie-slim
 
-# --- venv: Python dependencies, built where pip and its caches can stay behind ---------------
-FROM ${BASE_IMAGE} AS venv
+# --- builder: the venv with pip; your own image installs its dependencies here (README) -----
+FROM ${BASE_IMAGE} AS builder
 SHELL ["/bin/sh", "-eu", "-c"]
 # Debian packages are not pinned (DL3008): the suite is fixed by the base image and exact
 # versions vanish from the archive with each security update, which would break every build.
@@ -21,19 +21,28 @@ RUN python3 -m venv /opt/venv; \
     PIP_CERT=/etc/ssl/certs/ca-certificates.crt /opt/venv/bin/pip install \
         --no-cache-dir --disable-pip-version-check --require-hashes --only-binary=:all: \
         -r /tmp/requirements.txt; \
-    # pip is not needed to run the bundle: it stays behind with this stage. So do the packages'
-    # own test suites (2.6 MB of tornado/test, supervisor/tests), which nothing imports.
-    /opt/venv/bin/pip uninstall --yes --quiet pip; \
+    # The packages' own test suites (2.6 MB of tornado/test, supervisor/tests): nothing imports them.
     rm -rf /opt/venv/lib/python3*/site-packages/tornado/test \
         /opt/venv/lib/python3*/site-packages/supervisor/tests
+
+# --- venv: what the image gets of the builder ------------------------------------------------
+FROM builder AS venv
+SHELL ["/bin/sh", "-eu", "-c"]
+# pip is not needed to run the bundle: it stays behind with the builder. The .pth file puts the
+# bundle's package and /opt/app-packages (where an app image adds its own dependencies) on the
+# venv's path, after its own site-packages.
+RUN /opt/venv/bin/pip uninstall --yes --quiet pip; \
+    site=$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))'); \
+    printf '%s\n' /opt/tornado-bundle /opt/app-packages >"$site/tornado_bundle.pth"
 
 # --- the image ---------------------------------------------------------------------------------
 FROM ${BASE_IMAGE}
 SHELL ["/bin/sh", "-eu", "-c"]
+ARG BASE_IMAGE
 
 LABEL org.opencontainers.image.title="tornado-bundle" \
       org.opencontainers.image.description="Tornado instances behind nginx under Supervisor, in one non-root image" \
-      org.opencontainers.image.base.name="debian:trixie-slim"
+      org.opencontainers.image.base.name="${BASE_IMAGE}"
 
 # Debian's nginx and python3, current in trixie and trixie-security at build time. procps gives `ps` and
 # `kill` for operating the container by hand. Debian's site files are removed: the bundle's
@@ -54,24 +63,28 @@ RUN apt-get update; \
 
 COPY --from=venv /opt/venv /opt/venv
 COPY container/nginx.conf /etc/nginx/nginx.conf
-COPY tornado.conf /etc/nginx/templates/tornado.conf
+COPY tornado.conf container/static-files.conf /etc/nginx/templates/
 COPY supervisord.conf /etc/supervisor/supervisord.conf
 COPY container/entrypoint.sh /docker-entrypoint.sh
 COPY container/entrypoint.d/ /docker-entrypoint.d/
 COPY container/bin/ /usr/local/bin/
-COPY main.py container/render_config.py container/supervisord_fail_fast.py /opt/bundle/
+COPY tornado_bundle/ /opt/tornado-bundle/tornado_bundle/
+# The app: main.py here, or your own files in an image built FROM this one (README).
+COPY main.py /app/
 # Byte-code compiled at build time: the files are root-owned and read-only to the app user, so
 # Python could never cache it at run time.
-RUN python3 -m compileall -q /opt/bundle
+RUN python3 -m compileall -q /opt/tornado-bundle /app
+WORKDIR /app
 
+# The defaults that supervisord.conf expands (ENV_WORKERS, ENV_INSTANCE_BASE_PORT) and that the
+# healthcheck reads (LISTEN_PORT); every default is decided in tornado_bundle/config.py DEFAULTS,
+# and tests/test_config.py checks that these agree with it.
 ENV PATH="/opt/venv/bin:${PATH}" \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     WORKERS=2 \
-    LB_METHOD=round_robin \
-    LISTEN_PORT=80 \
-    CLIENT_MAX_BODY_SIZE=1m \
-    DIAGNOSTICS=off
+    INSTANCE_BASE_PORT=8000 \
+    LISTEN_PORT=80
 
 # A fixed numeric uid (not a name) so that Kubernetes' runAsNonRoot can verify it. nginx binds
 # port 80 without root because Docker sets net.ipv4.ip_unprivileged_port_start=0 in the
@@ -81,4 +94,4 @@ EXPOSE 80
 # Through nginx to a Tornado instance: unhealthy when nginx can reach none of them.
 HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 CMD ["healthcheck"]
 ENTRYPOINT ["/docker-entrypoint.sh"]
-CMD ["python", "/opt/bundle/supervisord_fail_fast.py", "-c", "/etc/supervisor/supervisord.conf"]
+CMD ["supervisord-fail-fast", "-c", "/etc/supervisor/supervisord.conf"]

@@ -2,6 +2,9 @@
 # with Docker, Python 3 and make needs.
 
 IMAGE ?= tornado-bundle:latest
+# The Dockerfile's builder stage (the venv with pip): app images install their dependencies there.
+BUILDER_IMAGE ?= tornado-bundle:builder
+EXAMPLE_IMAGE ?= tornado-bundle-example:latest
 BASE_IMAGE ?= debian:trixie-slim
 CONTAINER ?= tornado-bundle
 # make run publishes the bundle here; HOST_ADDRESS=0.0.0.0 exposes it beyond this machine.
@@ -19,11 +22,11 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
 SHELL_SCRIPTS := base-image/build.sh container/entrypoint.sh container/entrypoint.d/*.sh \
-	container/bin/healthcheck container/bin/rolling-restart container/bin/wait-for-tornado .ci/run
-PYTHON_SOURCES := main.py container tests bench/run.py bench/tornado_alone.py
+	container/bin/* .ci/run
+PYTHON_SOURCES := main.py tornado_bundle examples tests bench/run.py bench/tornado_alone.py
 
 .DEFAULT_GOAL := help
-.PHONY: help build base-image run stop logs status shell reload test unit lint bench clean
+.PHONY: help lock build base-image example run stop logs status shell reload test unit lint bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -32,10 +35,15 @@ build: ## build the image (pulls the base image, or builds it from Debian's pack
 	@docker image inspect $(BASE_IMAGE) >/dev/null 2>&1 || docker pull --quiet $(BASE_IMAGE) >/dev/null 2>&1 \
 		|| { echo "make: cannot pull $(BASE_IMAGE); building it from Debian's packages (make base-image)"; \
 		     $(MAKE) --no-print-directory base-image; }
+	docker build --quiet --build-arg BASE_IMAGE=$(BASE_IMAGE) --target builder --tag $(BUILDER_IMAGE) .
 	docker build --build-arg BASE_IMAGE=$(BASE_IMAGE) --tag $(IMAGE) .
 
 base-image: ## build the base image from Debian's packages (no registry needed; root, debootstrap)
 	sh base-image/build.sh $(BASE_IMAGE)
+
+example: build ## build examples/chat FROM the bundle (an app in its own image)
+	docker build --build-arg BUNDLE_IMAGE=$(IMAGE) --build-arg BUNDLE_BUILDER=$(BUILDER_IMAGE) \
+		--tag $(EXAMPLE_IMAGE) examples/chat
 
 run: build ## build, then run the bundle detached on 127.0.0.1:80 (HOST_PORT=8080 make run)
 	@docker rm --force $(CONTAINER) >/dev/null 2>&1 || true
@@ -67,26 +75,18 @@ endef
 $(VENV)/.installed: tests/requirements-dev.txt requirements.txt
 	$(call make-venv,$(VENV),tests/requirements-dev.txt)
 
-test: build lint $(VENV)/.installed ## build the image, lint, run every test against it
-	IMAGE=$(IMAGE) $(VENV)/bin/pytest tests $(PYTEST_ARGS)
+test: lint build $(VENV)/.installed ## lint, build the image, run every test against it
+	IMAGE=$(IMAGE) BUILDER_IMAGE=$(BUILDER_IMAGE) $(VENV)/bin/pytest tests $(PYTEST_ARGS)
 
 unit: $(VENV)/.installed ## only the tests that need no Docker
 	$(VENV)/bin/pytest tests -m "not docker" $(PYTEST_ARGS)
 
-lint: build $(VENV)/.installed ## ruff, shellcheck, hadolint, yamllint, nginx -t and gixy in the image
+lint: $(VENV)/.installed ## ruff, shellcheck, hadolint, yamllint (no Docker needed; gixy runs in the tests)
 	$(VENV)/bin/ruff check --config tests/ruff.toml $(PYTHON_SOURCES)
 	$(VENV)/bin/ruff format --check --config tests/ruff.toml $(PYTHON_SOURCES)
 	$(VENV)/bin/shellcheck $(SHELL_SCRIPTS)
-	$(VENV)/bin/hadolint Dockerfile bench/seed/Dockerfile
+	$(VENV)/bin/hadolint Dockerfile bench/seed/Dockerfile examples/chat/Dockerfile
 	$(VENV)/bin/yamllint --strict -c deploy/.yamllint.yaml deploy
-	@# The effective nginx configuration, with the diagnostics header and with a trusted proxy.
-	@for env in DIAGNOSTICS=off "DIAGNOSTICS=on REAL_IP_FROM=10.0.0.0/8 LB_METHOD=least_conn"; do \
-		echo "nginx -T | gixy ($$env)"; \
-		docker run --rm $$(printf -- '-e %s ' $$env) --entrypoint sh $(IMAGE) \
-			-c '/docker-entrypoint.d/10-render-config.sh >/dev/null && nginx -T 2>/dev/null' \
-			>$(VENV)/nginx-T.conf || exit 1; \
-		$(VENV)/bin/gixy $(VENV)/nginx-T.conf || exit 1; \
-	done
 
 $(BENCH_VENV)/.installed: bench/requirements.txt
 	$(call make-venv,$(BENCH_VENV),bench/requirements.txt)
@@ -96,9 +96,18 @@ bench: build $(BENCH_VENV)/.installed ## measure against the seed's setup, Torna
 	$(BENCH_VENV)/bin/python bench/run.py --image $(IMAGE) --seed-image $(SEED_IMAGE) \
 		--base-image $(BASE_IMAGE) $(BENCH_ARGS)
 
+# pip-compile from each .in file; the pins (exact versions, every file's hash) go into the .txt.
+PIP_COMPILE = $(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --no-header \
+	--no-emit-index-url --no-emit-find-links --strip-extras
+
+lock: $(VENV)/.installed ## regenerate every lock file with hashes from its .in file (needs PyPI)
+	cd tests && ../$(PIP_COMPILE) -o requirements-dev.txt requirements-dev.in
+	cd bench && ../$(PIP_COMPILE) -o requirements.txt requirements.in
+	cd examples/chat && ../../$(PIP_COMPILE) -o requirements.txt requirements.in
+
 clean: ## remove the make run container, the image, test containers and the tools' venv
 	-docker rm --force $(CONTAINER) 2>/dev/null
 	-docker ps -aq --filter name=tornado-bundle-test- --filter name=tornado-bundle-bench- \
 		| xargs -r docker rm --force
-	-docker image rm $(IMAGE) $(SEED_IMAGE) 2>/dev/null
+	-docker image rm $(IMAGE) $(BUILDER_IMAGE) $(EXAMPLE_IMAGE) $(SEED_IMAGE) 2>/dev/null
 	rm -rf $(VENV) $(BENCH_VENV) tests/__pycache__ tests/.pytest_cache

@@ -4,10 +4,15 @@ with the reason (never skip), so a run cannot go green by testing nothing."""
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from bundle import IMAGE, NAME_PREFIX, docker
+from harness import BUILDER_IMAGE, IMAGE, NAME_PREFIX, RUN_ID, docker
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "chat"
 
 
 @pytest.fixture(scope="session")
@@ -23,8 +28,26 @@ def image() -> str:
     return IMAGE
 
 
+@pytest.fixture(scope="session")
+def example_image(image: str) -> Iterator[str]:
+    """examples/chat built FROM the bundle image, as a user builds an app image; removed after."""
+    tag = f"tornado-bundle-test-example:{RUN_ID}"
+    docker(
+        "build",
+        "--quiet",
+        f"--build-arg=BUNDLE_IMAGE={image}",
+        f"--build-arg=BUNDLE_BUILDER={BUILDER_IMAGE}",
+        f"--tag={tag}",
+        str(EXAMPLE),
+        timeout=600,
+    )
+    yield tag
+    docker("image", "rm", "--force", tag, check=False)
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Removes any test container that a crashed test left behind, by its name prefix."""
+    """Removes the test containers of this run that a crashed test left behind, by their name
+    prefix (which holds this run's id)."""
     try:
         names = docker("ps", "-aq", "--filter", f"name={NAME_PREFIX}", check=False).stdout.split()
     except (OSError, subprocess.TimeoutExpired):

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from bundle import Container, docker, remove, running, start, wait_for
+from harness import Container, docker, remove, running, start, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("image")]
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from bundle import IMAGE, LOOPBACK, Response, docker, http_get, running
+from harness import IMAGE, LOOPBACK, Response, docker, http_get, running
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("image")]
 
@@ -127,6 +127,20 @@ def test_client_max_body_size_10k() -> None:
         ({"REAL_IP_FROM": "10.0.0.0/33"}, "REAL_IP_FROM='10.0.0.0/33' is not allowed"),
         ({"LISTEN_PORT": "70000"}, "LISTEN_PORT='70000' is not allowed: a whole number from 1"),
         ({"CLIENT_MAX_BODY_SIZE": "lots"}, "CLIENT_MAX_BODY_SIZE='lots' is not allowed"),
+        ({"PROXY_READ_TIMEOUT": "2m"}, "PROXY_READ_TIMEOUT='2m' is not allowed: a whole number"),
+        ({"INSTANCE_BASE_PORT": "80"}, "INSTANCE_BASE_PORT='80' is not allowed: a whole number"),
+        ({"APP": "main"}, "APP='main': not of the form module:callable, e.g. main:make_app"),
+        ({"APP": "nomodule:make_app"}, "APP='nomodule:make_app': no module named 'nomodule'"),
+        ({"APP": "main:nothing"}, "APP='main:nothing': module 'main' has no attribute 'nothing'"),
+        ({"APP": "main:HelloHandler"}, "APP='main:HelloHandler': calling HelloHandler() failed:"),
+        (
+            {"APP": "tornado.web:HTTPError"},
+            "APP='tornado.web:HTTPError': HTTPError() returned a HTTPError, not a tornado.web.Ap",
+        ),
+        (
+            {"APP": "tornado.test.nonexistent:x"},
+            "APP='tornado.test.nonexistent:x': no module named 'tornado.test'",
+        ),
     ],
 )
 def test_invalid_value_exits_within_5_seconds_with_one_line(
@@ -138,5 +152,5 @@ def test_invalid_value_exits_within_5_seconds_with_one_line(
     assert time.monotonic() - started < 5
     assert result.returncode == 1
     lines = (result.stdout + result.stderr).splitlines()
-    assert lines == [f"render_config.py: error: {lines[0].split('error: ', 1)[-1]}"], lines
+    assert lines == [f"tornado-bundle: error: {lines[0].split('error: ', 1)[-1]}"], lines
     assert message in lines[0]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bundle import IMAGE, docker, http_get, wait_for
+from harness import IMAGE, docker, http_get, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBERNETES = sorted((ROOT / "deploy" / "kubernetes").glob("*.yaml"))

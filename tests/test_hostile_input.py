@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from bundle import LOOPBACK, Container, running
+from harness import LOOPBACK, Container, running
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("image")]
 

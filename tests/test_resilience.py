@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from bundle import (
+from harness import (
     IMAGE,
     Container,
     LoadLoop,
@@ -214,7 +214,7 @@ def test_runs_unchanged_read_only_without_capabilities() -> None:
         bundle.exec("kill", "-9", str(pid))
         wait_for(lambda: bundle.pid_of("tornadoes:tornado-8000") != pid, 5)
         bundle.exec("rolling-restart")
-        write = bundle.exec("touch", "/opt/bundle/x", check=False)
+        write = bundle.exec("touch", "/app/x", check=False)
         assert "Read-only file system" in write.stderr
 
 
@@ -270,6 +270,6 @@ def test_read_only_without_a_writable_tmp_is_one_clear_line() -> None:
     result = docker("run", "--rm", "--read-only", IMAGE, check=False, timeout=30)
     assert result.returncode == 1
     assert (result.stdout + result.stderr).splitlines() == [
-        "render_config.py: error: cannot write /tmp/nginx/tornado.conf: Read-only file system; "
+        "tornado-bundle: error: cannot write /tmp/nginx/tornado.conf: Read-only file system; "
         "/tmp must be writable (with --read-only, add --tmpfs /tmp)"
     ]

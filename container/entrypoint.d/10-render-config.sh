@@ -1,5 +1,6 @@
 #!/bin/sh
-# Validates WORKERS, LB_METHOD, ... and writes the nginx site into /tmp/nginx (see tornado.conf).
-# Idempotent, and writes nothing outside /tmp, so it works with a read-only root filesystem.
+# Validates WORKERS, LB_METHOD, ..., loads the app that APP names once, and writes the nginx site
+# and the instances' ports into /tmp (see tornado_bundle/config.py). Idempotent, and writes
+# nothing outside /tmp, so it works with a read-only root filesystem.
 set -eu
-exec /opt/venv/bin/python /opt/bundle/render_config.py
+exec /opt/venv/bin/python -m tornado_bundle.config

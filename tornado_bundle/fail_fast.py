@@ -9,7 +9,8 @@ process (PID 1 in the container): on the first PROCESS_STATE_FATAL it logs which
 shuts down like on SIGTERM (the others stop gracefully), then exits 1. A manual
 `supervisorctl stop` is not FATAL and does not stop the container.
 
-Usage: supervisord_fail_fast.py [supervisord options], e.g. -c /etc/supervisor/supervisord.conf
+Usage: supervisord-fail-fast [supervisord options], e.g. -c /etc/supervisor/supervisord.conf
+(container/bin/supervisord-fail-fast runs `python -m tornado_bundle.fail_fast`).
 """
 
 from __future__ import annotations

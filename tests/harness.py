@@ -1,7 +1,10 @@
-"""Drives real containers of the bundle's image through the docker CLI, for the integration tests.
+"""Drives real containers of the bundle's image through the docker CLI, for the integration tests
+(and for `make bench`).
 
-Every container is published on 127.0.0.1 only (-p 127.0.0.1:0:PORT) and all test traffic goes
-there. Containers are named `tornado-bundle-test-<random>` and removed by that name.
+Every container is published on 127.0.0.1 only (-p 127.0.0.1:0:PORT), or runs on the host network
+with nginx and the instances on free 127.0.0.1 ports (`host_network=True`); all test traffic goes
+to 127.0.0.1. Containers are named `tornado-bundle-test-<run>-<random>`, where <run> is this
+process's own id, and are removed by that name: another run on the same engine is left alone.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import http.client
 import json
 import os
 import re
+import socket
 import subprocess
 import threading
 import time
@@ -20,8 +24,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 IMAGE = os.environ.get("IMAGE", "tornado-bundle:latest")
-NAME_PREFIX = "tornado-bundle-test-"
+BUILDER_IMAGE = os.environ.get("BUILDER_IMAGE", "tornado-bundle:builder")
+# This run's containers and images, and only them: `tornado-bundle-test-<run>-...`.
+RUN_ID = uuid.uuid4().hex[:8]
+NAME_PREFIX = f"tornado-bundle-test-{RUN_ID}-"
 LOOPBACK = "127.0.0.1"
+# The image's defaults (tornado_bundle/config.py DEFAULTS): two instances from port 8000.
+DEFAULT_WORKERS = 2
+DEFAULT_BASE_PORT = 8000
 
 
 def docker(*args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -74,11 +84,40 @@ def http_get(
         connection.close()
 
 
+def free_ports(count: int) -> int:
+    """The first of `count` consecutive TCP ports that are free on 127.0.0.1 right now."""
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind((LOOPBACK, 0))
+            first = probe.getsockname()[1]
+        if first + count > 65535:
+            continue
+        try:
+            for port in range(first, first + count):
+                with socket.socket() as taken:
+                    taken.bind((LOOPBACK, port))
+        except OSError:
+            continue
+        return first
+    raise AssertionError(f"no {count} consecutive free ports on {LOOPBACK}")
+
+
 @dataclass
 class Container:
     name: str
     port: int
     container_port: int
+    workers: int = DEFAULT_WORKERS
+    base_port: int = DEFAULT_BASE_PORT
+
+    @property
+    def instance_ports(self) -> list[int]:
+        return list(range(self.base_port, self.base_port + self.workers))
+
+    @property
+    def instances(self) -> list[str]:
+        """Supervisor's names for the instances: tornadoes:tornado-<port>."""
+        return [f"tornadoes:tornado-{port}" for port in self.instance_ports]
 
     def exec(
         self, *command: str, check: bool = True, user: str | None = None, timeout: float = 60
@@ -131,11 +170,8 @@ class Container:
         """Each Tornado instance answers /healthz on its own port (inside the container)."""
 
         def all_healthy() -> bool:
-            ports = [
-                name.rsplit("-", 1)[1] for name in self.supervisor_status() if "tornado-" in name
-            ]
-            checks = " && ".join(f"healthcheck {port}" for port in ports)
-            return bool(ports) and self.exec("sh", "-c", checks, check=False).returncode == 0
+            checks = " && ".join(f"healthcheck {port}" for port in self.instance_ports)
+            return self.exec("sh", "-c", checks, check=False).returncode == 0
 
         wait_for(all_healthy, timeout, 0.1, "every instance healthy")
 
@@ -164,21 +200,24 @@ def start(
     options: tuple[str, ...] = (),
     container_port: int = 80,
     image: str = IMAGE,
+    host_network: bool = False,
 ) -> Container:
-    """`docker run -d` the image, published on 127.0.0.1:<random>; does not wait for it."""
+    """`docker run -d` the image, published on 127.0.0.1:<random> (or on the host network, nginx
+    and the instances on free 127.0.0.1 ports); does not wait for it."""
     name = NAME_PREFIX + uuid.uuid4().hex[:10]
-    env_options = [f"--env={key}={value}" for key, value in (env or {}).items()]
-    docker(
-        "run",
-        "--detach",
-        "--name",
-        name,
-        f"--publish={LOOPBACK}:0:{container_port}",
-        *env_options,
-        *options,
-        image,
-    )
-    return Container(name, _published_port(name, container_port), container_port)
+    env = dict(env or {})
+    workers = int(env.get("WORKERS", DEFAULT_WORKERS))
+    if host_network:
+        env.setdefault("LISTEN_PORT", str(free_ports(1)))
+        env.setdefault("INSTANCE_BASE_PORT", str(free_ports(workers)))
+        network = ["--network=host"]
+    else:
+        network = [f"--publish={LOOPBACK}:0:{container_port}"]
+    base_port = int(env.get("INSTANCE_BASE_PORT", DEFAULT_BASE_PORT))
+    env_options = [f"--env={key}={value}" for key, value in env.items()]
+    docker("run", "--detach", "--name", name, *network, *env_options, *options, image)
+    port = int(env["LISTEN_PORT"]) if host_network else _published_port(name, container_port)
+    return Container(name, port, container_port, workers, base_port)
 
 
 def remove(name: str) -> None:
@@ -187,12 +226,16 @@ def remove(name: str) -> None:
 
 @contextmanager
 def running(
-    env: dict[str, str] | None = None, options: tuple[str, ...] = (), container_port: int = 80
+    env: dict[str, str] | None = None,
+    options: tuple[str, ...] = (),
+    container_port: int = 80,
+    image: str = IMAGE,
+    host_network: bool = False,
 ) -> Iterator[Container]:
     """A started container whose instances all answer; removed afterwards, whatever happens."""
     container = None
     try:
-        container = start(env, options, container_port)
+        container = start(env, options, container_port, image, host_network)
         container.wait_serving()
         # nginx starts once one instance listens; tests of the balancing need all of them.
         container.wait_every_instance_healthy()

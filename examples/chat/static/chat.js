@@ -1,0 +1,54 @@
+// The chat page: one of three transports receives, a POST sends. Served by nginx.
+"use strict";
+const list = document.getElementById("messages");
+const show = (message) => {
+  const item = document.createElement("li");
+  item.textContent = message.text;
+  list.appendChild(item);
+};
+let stop = () => {};
+
+const transports = {
+  websocket() {
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const socket = new WebSocket(`${scheme}//${location.host}/ws/chat`);
+    socket.onmessage = (event) => show(JSON.parse(event.data));
+    // 1001: the instance is restarting; another one takes the new connection.
+    socket.onclose = (event) => { if (event.code === 1001) setTimeout(start, 100); };
+    return () => { socket.onclose = null; socket.close(); };
+  },
+  sse() {
+    const source = new EventSource("/events");
+    source.onmessage = (event) => show(JSON.parse(event.data));
+    return () => source.close();
+  },
+  poll() {
+    let running = true;
+    (async () => {
+      let after = (await (await fetch("/poll")).json()).last_id;
+      while (running) {
+        try {
+          const reply = await (await fetch(`/poll?after=${encodeURIComponent(after)}`)).json();
+          reply.messages.forEach(show);
+          after = reply.last_id;
+        } catch (error) {
+          await new Promise((resolve) => setTimeout(resolve, 1000));
+        }
+      }
+    })();
+    return () => { running = false; };
+  },
+};
+
+function start() {
+  stop();
+  stop = transports[document.getElementById("transport").value]();
+}
+document.getElementById("transport").onchange = start;
+document.getElementById("send").onsubmit = async (event) => {
+  event.preventDefault();
+  const text = document.getElementById("text");
+  if (text.value) await fetch("/messages", { method: "POST", body: text.value });
+  text.value = "";
+};
+start();

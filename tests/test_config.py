@@ -1,0 +1,222 @@
+"""Unit tests of tornado_bundle/config.py: environment validation, the app's static settings and
+the rendered nginx files."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import tornado.web
+
+from tornado_bundle import config
+from tornado_bundle.app_loader import AppError
+from tornado_bundle.config import ConfigError, Settings, StaticFiles, parse_settings, render
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = (ROOT / "tornado.conf").read_text()
+STATIC_TEMPLATE = (ROOT / "container" / "static-files.conf").read_text()
+
+
+def rendered(**env: str) -> str:
+    return render(TEMPLATE, parse_settings(env))
+
+
+def test_dockerfile_env_agrees_with_the_defaults() -> None:
+    """The Dockerfile repeats the defaults that supervisord.conf expands; config.py owns them."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    env_block = re.search(r"^ENV (.*?)\n\n", dockerfile, re.S | re.M)
+    assert env_block, "no ENV block in the Dockerfile"
+    pairs = dict(re.findall(r"([A-Z_]+)=(\S+?)\s*\\?$", env_block.group(1), re.M))
+    repeated = {name: value for name, value in pairs.items() if name in config.DEFAULTS}
+    assert repeated, pairs
+    assert repeated == {name: config.DEFAULTS[name] for name in repeated}
+    supervisord = (ROOT / "supervisord.conf").read_text()
+    for name in re.findall(r"%\(ENV_([A-Z_]+)\)s", supervisord):
+        assert name in repeated, f"supervisord.conf expands {name}, which the image does not set"
+
+
+def test_defaults_reproduce_two_instances_round_robin_on_80() -> None:
+    assert parse_settings({}) == Settings(
+        workers=2,
+        base_port=8000,
+        lb_method="round_robin",
+        weights=(),
+        listen_port=80,
+        client_max_body_size="1m",
+        proxy_read_timeout=120,
+        real_ip_from=(),
+        diagnostics=False,
+    )
+    site = rendered()
+    assert "server 127.0.0.1:8000 max_fails=0;\n    server 127.0.0.1:8001 max_fails=0;" in site
+    assert "listen 80 default_server;" in site
+    assert "client_max_body_size 1m;" in site
+    assert "proxy_read_timeout 120s;" in site
+    for absent in ("least_conn", "ip_hash", "hash $request_uri", "real_ip", "X-Upstream", "@"):
+        assert absent not in site
+
+
+@pytest.mark.parametrize(
+    ("method", "directive"),
+    [
+        ("least_conn", "least_conn;"),
+        ("ip_hash", "ip_hash;"),
+        ("uri_hash", "hash $request_uri consistent;"),
+    ],
+)
+def test_each_strategy_renders_its_directive(method: str, directive: str) -> None:
+    assert "upstream tornadoes {\n    # The strategy from LB_METHOD" in rendered(LB_METHOD=method)
+    assert f"\n    {directive}\n" in rendered(LB_METHOD=method)
+
+
+def test_weighted_puts_one_weight_on_each_server() -> None:
+    site = rendered(WORKERS="3", LB_METHOD="weighted", LB_WEIGHTS="3,7,1")
+    assert "server 127.0.0.1:8000 weight=3 max_fails=0;" in site
+    assert "server 127.0.0.1:8001 weight=7 max_fails=0;" in site
+    assert "server 127.0.0.1:8002 weight=1 max_fails=0;" in site
+
+
+def test_workers_sets_the_server_list() -> None:
+    site = rendered(WORKERS="4")
+    assert [f"127.0.0.1:{port}" in site for port in range(8000, 8005)] == [True] * 4 + [False]
+
+
+def test_instance_base_port_moves_every_server() -> None:
+    site = rendered(INSTANCE_BASE_PORT="9100", WORKERS="3")
+    assert [f"server 127.0.0.1:{port} max_fails=0;" in site for port in (9100, 9102, 9103)] == [
+        True,
+        True,
+        False,
+    ]
+
+
+def test_proxy_read_timeout_is_nginx_s_and_sets_the_websocket_ping() -> None:
+    assert "proxy_read_timeout 3s;" in rendered(PROXY_READ_TIMEOUT="3")
+    assert config.instance_settings({"PROXY_READ_TIMEOUT": "3"}).websocket_ping_interval == 1
+
+
+def test_requests_are_retried_on_errors_only_never_on_timeouts() -> None:
+    directives = re.findall(r"^\s*proxy_next_upstream (.*);", rendered(), re.M)
+    assert directives == ["error"]
+
+
+def test_websocket_upgrade_only_when_asked() -> None:
+    site = rendered()
+    assert re.search(
+        r"map \$http_upgrade \$connection_upgrade \{\s*default upgrade;\s*'' '';", site
+    )
+    assert "proxy_set_header Connection $connection_upgrade;" in site
+    assert "proxy_set_header Upgrade $http_upgrade;" in site
+
+
+def test_real_ip_from_trusts_those_proxies_only() -> None:
+    site = rendered(REAL_IP_FROM="10.0.0.0/8, 192.168.1.10")
+    assert "set_real_ip_from 10.0.0.0/8;" in site
+    assert "set_real_ip_from 192.168.1.10/32;" in site
+    assert "real_ip_header X-Forwarded-For;" in site
+
+
+def test_diagnostics_adds_the_upstream_header() -> None:
+    assert "add_header X-Upstream $upstream_addr always;" in rendered(DIAGNOSTICS="on")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"WORKERS": "abc"}, "WORKERS='abc' is not allowed: a whole number from 1 to 32"),
+        ({"WORKERS": "0"}, "WORKERS='0' is not allowed: a whole number from 1 to 32"),
+        ({"WORKERS": "33"}, "WORKERS='33' is not allowed: a whole number from 1 to 32"),
+        ({"WORKERS": ""}, "WORKERS='' is not allowed"),
+        ({"LB_METHOD": "fair"}, "LB_METHOD='fair' is not allowed: one of round_robin, weighted"),
+        ({"LB_METHOD": "weighted", "LB_WEIGHTS": "3"}, "LB_WEIGHTS='3' is not allowed: 2 comma"),
+        ({"LB_METHOD": "weighted"}, "LB_WEIGHTS='' is not allowed: 2 comma-separated"),
+        ({"LB_METHOD": "weighted", "LB_WEIGHTS": "3,x"}, "LB_WEIGHTS='3,x' is not allowed"),
+        ({"LB_METHOD": "weighted", "LB_WEIGHTS": "0,1"}, "LB_WEIGHTS='0,1' is not allowed"),
+        ({"LB_WEIGHTS": "3,7"}, "LB_WEIGHTS='3,7' is not allowed: only with LB_METHOD=weighted"),
+        ({"LISTEN_PORT": "0"}, "LISTEN_PORT='0' is not allowed: a whole number from 1 to 65535"),
+        ({"LISTEN_PORT": "65536"}, "LISTEN_PORT='65536' is not allowed"),
+        ({"LISTEN_PORT": "8001"}, "outside the Tornado ports 8000-8001"),
+        ({"CLIENT_MAX_BODY_SIZE": "10 MB"}, "CLIENT_MAX_BODY_SIZE='10 MB' is not allowed"),
+        ({"REAL_IP_FROM": "10.0.0.1/8"}, "REAL_IP_FROM='10.0.0.1/8' is not allowed"),
+        ({"REAL_IP_FROM": "not-an-ip"}, "REAL_IP_FROM='not-an-ip' is not allowed"),
+        ({"DIAGNOSTICS": "yes"}, "DIAGNOSTICS='yes' is not allowed: on or off"),
+        ({"PROXY_READ_TIMEOUT": "0"}, "PROXY_READ_TIMEOUT='0' is not allowed: a whole number"),
+        ({"PROXY_READ_TIMEOUT": "2m"}, "PROXY_READ_TIMEOUT='2m' is not allowed: a whole number"),
+        ({"INSTANCE_BASE_PORT": "80"}, "INSTANCE_BASE_PORT='80' is not allowed: a whole number"),
+        ({"INSTANCE_BASE_PORT": "x"}, "INSTANCE_BASE_PORT='x' is not allowed"),
+    ],
+)
+def test_bad_values_name_the_variable_the_value_and_what_is_allowed(
+    env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_settings(env)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_output_is_written_atomically(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "nginx" / "tornado.conf"
+    config.write_atomically(target, "one")
+    # Whatever is written, the target itself is only ever replaced by a rename, never opened.
+    opened: list[Path] = []
+    original = Path.write_text
+
+    def spy(path: Path, *args: object, **kwargs: object) -> int:
+        opened.append(path)
+        return original(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "write_text", spy)
+    config.write_atomically(target, "two")
+    assert target.read_text() == "two"
+    assert target not in opened and opened, opened
+    assert sorted(p.name for p in target.parent.iterdir()) == ["tornado.conf"]
+
+
+def app_with(tmp_path: Path, **settings: object) -> tornado.web.Application:
+    return tornado.web.Application([], **settings)
+
+
+def test_no_static_path_no_static_location(tmp_path: Path) -> None:
+    assert config.static_files(app_with(tmp_path), "x:y") is None
+    assert "location" not in config.render_static(STATIC_TEMPLATE, None)
+
+
+def test_static_location_comes_from_the_app_settings(tmp_path: Path) -> None:
+    (tmp_path / "assets").mkdir()
+    app = app_with(tmp_path, static_path=str(tmp_path / "assets"), static_url_prefix="/assets/")
+    static = config.static_files(app, "x:y")
+    assert static == StaticFiles(url_prefix="/assets/", path=f"{tmp_path}/assets/")
+    text = config.render_static(STATIC_TEMPLATE, static)
+    assert "location ^~ /assets/ {" in text
+    assert f"alias {tmp_path}/assets/;" in text
+    assert "@" not in text
+    default = config.static_files(app_with(tmp_path, static_path=str(tmp_path)), "x:y")
+    assert default is not None and default.url_prefix == "/static/"
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"static_path": "/no/such/dir"}, "static_path '/no/such/dir' is not a directory"),
+        ({"static_url_prefix": "/static"}, "static_url_prefix '/static' is not a path that"),
+        ({"static_url_prefix": "/"}, "static_url_prefix '/' is not a path that"),
+        ({"static_url_prefix": "/a b/"}, "static_url_prefix '/a b/' is not a path that"),
+    ],
+)
+def test_static_settings_nginx_cannot_serve_are_one_line(
+    tmp_path: Path, settings: dict[str, str], message: str
+) -> None:
+    app = app_with(tmp_path, **{"static_path": str(tmp_path), **settings})
+    with pytest.raises(AppError) as error:
+        config.static_files(app, "x:y")
+    assert str(error.value).startswith("APP='x:y': ")
+    assert message in str(error.value)
+
+
+def test_static_path_with_nginx_syntax_is_refused(tmp_path: Path) -> None:
+    odd = tmp_path / "a;b"
+    odd.mkdir()
+    with pytest.raises(AppError, match="has characters nginx cannot take"):
+        config.static_files(app_with(tmp_path, static_path=str(odd)), "x:y")

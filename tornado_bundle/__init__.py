@@ -1,0 +1,8 @@
+"""The bundle's own Python: what runs any Tornado app behind nginx under Supervisor.
+
+runner      serves the app that APP names (or main.py's) on --port, with the graceful drain
+app_loader  APP=module:callable -> a tornado.web.Application, or one clear error
+config      environment -> validated settings -> the rendered nginx site (at container start)
+fail_fast   supervisord as PID 1, exiting 1 when a program cannot stay up
+diagnostics DIAGNOSTICS=on endpoints for tests and demos
+"""

@@ -1,0 +1,315 @@
+"""Environment -> validated settings -> the rendered nginx site and the instances file.
+
+Runs once at container start, before any process (docker-entrypoint.d/10-render-config.sh):
+    python -m tornado_bundle.config
+A wrong value stops the container with one line: the variable, the bad value, what is allowed.
+It also loads the app that APP names, once, so that a broken app stops the container before
+anything starts, and so that nginx serves the app's own static_path at its static_url_prefix.
+
+Defaults are the DEFAULTS below; the Dockerfile's ENV repeats those that supervisord.conf
+expands, and tests/test_config.py checks that the two agree.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import tornado.web
+
+from tornado_bundle.app_loader import APP_ENV, DEFAULT_APP, AppError, load_app
+
+TEMPLATES = Path("/etc/nginx/templates")
+SITE_TEMPLATE = "tornado.conf"
+STATIC_TEMPLATE = "static-files.conf"
+# Everything written at start lives here: /tmp is the one writable path (also --read-only).
+RUNTIME = Path("/tmp/nginx")
+SITE = RUNTIME / SITE_TEMPLATE
+STATIC = RUNTIME / STATIC_TEMPLATE
+# The instances' ports, one per line: what rolling-restart and wait-for-tornado read.
+INSTANCES = Path("/tmp/tornado-bundle/instances")
+PROGRAM = "tornado-bundle"
+
+MAX_WORKERS = 32
+MAX_WEIGHT = 1000
+MAX_PROXY_READ_TIMEOUT = 3600
+LB_DIRECTIVES = {
+    "round_robin": "",
+    "weighted": "",
+    "least_conn": "least_conn;",
+    "ip_hash": "ip_hash;",
+    "uri_hash": "hash $request_uri consistent;",
+}
+DEFAULTS = {
+    "WORKERS": "2",
+    "INSTANCE_BASE_PORT": "8000",
+    "LB_METHOD": "round_robin",
+    "LB_WEIGHTS": "",
+    "LISTEN_PORT": "80",
+    "CLIENT_MAX_BODY_SIZE": "1m",
+    "PROXY_READ_TIMEOUT": "120",
+    "REAL_IP_FROM": "",
+    "DIAGNOSTICS": "off",
+    APP_ENV: DEFAULT_APP,
+}
+NGINX_SIZE = re.compile(r"[0-9]{1,9}[kKmMgG]?")
+# What may stand unquoted in an nginx path or location: nothing that ends a directive.
+NGINX_SAFE_PATH = re.compile(r"/[A-Za-z0-9._~/-]*")
+
+
+class ConfigError(ValueError):
+    """One line for the user: which variable, which value, what is allowed."""
+
+    def __init__(self, name: str, value: str, allowed: str) -> None:
+        super().__init__(f"{name}={value!r} is not allowed: {allowed}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    workers: int
+    base_port: int
+    lb_method: str
+    weights: tuple[int, ...]
+    listen_port: int
+    client_max_body_size: str
+    proxy_read_timeout: int
+    real_ip_from: tuple[str, ...]
+    diagnostics: bool
+
+    @property
+    def ports(self) -> range:
+        return range(self.base_port, self.base_port + self.workers)
+
+
+@dataclass(frozen=True)
+class InstanceSettings:
+    """What each Tornado instance needs to know of the environment."""
+
+    diagnostics: bool
+    websocket_ping_interval: float
+
+
+@dataclass(frozen=True)
+class StaticFiles:
+    """The app's static_path, served by nginx at its static_url_prefix."""
+
+    url_prefix: str
+    path: str
+
+
+def _env(environ: Mapping[str, str]) -> dict[str, str]:
+    return {name: environ.get(name, default) for name, default in DEFAULTS.items()}
+
+
+def _whole_number(name: str, value: str, low: int, high: int) -> int:
+    if not re.fullmatch(r"[0-9]+", value) or not low <= int(value) <= high:
+        raise ConfigError(name, value, f"a whole number from {low} to {high}")
+    return int(value)
+
+
+def _on_off(name: str, value: str) -> bool:
+    if value not in ("on", "off"):
+        raise ConfigError(name, value, "on or off")
+    return value == "on"
+
+
+def _weights(value: str, lb_method: str, workers: int) -> tuple[int, ...]:
+    if lb_method != "weighted":
+        if value:
+            raise ConfigError("LB_WEIGHTS", value, "only with LB_METHOD=weighted")
+        return ()
+    allowed = (
+        f"{workers} comma-separated whole numbers from 1 to {MAX_WEIGHT}, "
+        f"one per worker (WORKERS={workers}), e.g. {','.join(['1'] * workers)}"
+    )
+    parts = value.split(",") if value else []
+    if len(parts) != workers or not all(
+        re.fullmatch(r"[0-9]+", p.strip()) and 1 <= int(p) <= MAX_WEIGHT for p in parts
+    ):
+        raise ConfigError("LB_WEIGHTS", value, allowed)
+    return tuple(int(p) for p in parts)
+
+
+def _networks(value: str) -> tuple[str, ...]:
+    networks = []
+    for part in filter(None, (p.strip() for p in value.split(","))):
+        try:
+            networks.append(str(ipaddress.ip_network(part, strict=True)))
+        except ValueError:
+            raise ConfigError(
+                "REAL_IP_FROM",
+                value,
+                "comma-separated IP addresses or CIDRs with no host bits set, "
+                "e.g. 10.0.0.0/8,192.168.1.10",
+            ) from None
+    return tuple(networks)
+
+
+def _proxy_read_timeout(env: Mapping[str, str]) -> int:
+    return _whole_number("PROXY_READ_TIMEOUT", env["PROXY_READ_TIMEOUT"], 1, MAX_PROXY_READ_TIMEOUT)
+
+
+def parse_settings(environ: Mapping[str, str]) -> Settings:
+    """The validated settings; raises ConfigError on the first wrong value."""
+    env = _env(environ)
+    workers = _whole_number("WORKERS", env["WORKERS"], 1, MAX_WORKERS)
+    base_port = _whole_number(
+        "INSTANCE_BASE_PORT", env["INSTANCE_BASE_PORT"], 1024, 65535 - workers
+    )
+    lb_method = env["LB_METHOD"]
+    if lb_method not in LB_DIRECTIVES:
+        raise ConfigError("LB_METHOD", lb_method, "one of " + ", ".join(LB_DIRECTIVES))
+    listen_port = _whole_number("LISTEN_PORT", env["LISTEN_PORT"], 1, 65535)
+    if listen_port in range(base_port, base_port + workers):
+        last = base_port + workers - 1
+        raise ConfigError(
+            "LISTEN_PORT",
+            env["LISTEN_PORT"],
+            f"a port from 1 to 65535 outside the Tornado ports {base_port}-{last}",
+        )
+    if not NGINX_SIZE.fullmatch(env["CLIENT_MAX_BODY_SIZE"]):
+        raise ConfigError(
+            "CLIENT_MAX_BODY_SIZE",
+            env["CLIENT_MAX_BODY_SIZE"],
+            "an nginx size: digits with an optional k, m or g suffix, e.g. 1m, 512k "
+            "(0 disables the check)",
+        )
+    return Settings(
+        workers=workers,
+        base_port=base_port,
+        lb_method=lb_method,
+        weights=_weights(env["LB_WEIGHTS"], lb_method, workers),
+        listen_port=listen_port,
+        client_max_body_size=env["CLIENT_MAX_BODY_SIZE"],
+        proxy_read_timeout=_proxy_read_timeout(env),
+        real_ip_from=_networks(env["REAL_IP_FROM"]),
+        diagnostics=_on_off("DIAGNOSTICS", env["DIAGNOSTICS"]),
+    )
+
+
+def instance_settings(environ: Mapping[str, str]) -> InstanceSettings:
+    """The part of the settings that a Tornado instance uses; raises ConfigError."""
+    env = _env(environ)
+    return InstanceSettings(
+        diagnostics=_on_off("DIAGNOSTICS", env["DIAGNOSTICS"]),
+        # Three pings per nginx read timeout: an idle WebSocket is never cut by nginx, and one
+        # lost ping is not yet a timeout.
+        websocket_ping_interval=_proxy_read_timeout(env) / 3,
+    )
+
+
+def static_files(app: tornado.web.Application, spec: str) -> StaticFiles | None:
+    """The app's static_path and static_url_prefix (Tornado's own settings), checked for nginx;
+    None when the app has no static_path. Raises AppError."""
+    path = app.settings.get("static_path")
+    if not path:
+        return None
+    prefix = app.settings.get("static_url_prefix", "/static/")
+    resolved = os.path.abspath(path)
+    if not os.path.isdir(resolved):
+        raise AppError(spec, f"static_path {resolved!r} is not a directory")
+    if not NGINX_SAFE_PATH.fullmatch(resolved):
+        raise AppError(spec, f"static_path {resolved!r} has characters nginx cannot take here")
+    if not (NGINX_SAFE_PATH.fullmatch(prefix) and prefix.endswith("/") and prefix != "/"):
+        raise AppError(
+            spec,
+            f"static_url_prefix {prefix!r} is not a path that starts and ends with '/' "
+            "(and is not '/')",
+        )
+    return StaticFiles(url_prefix=prefix, path=resolved.rstrip("/") + "/")
+
+
+def _indented(lines: list[str], depth: int) -> str:
+    return "\n".join(" " * depth + line for line in lines)
+
+
+def _fill(template: str, values: dict[str, str]) -> str:
+    placeholders = re.compile("@(" + "|".join(values) + ")@")
+    filled = placeholders.sub(lambda match: values[match.group(1)], template)
+    # Placeholders that render to nothing leave whitespace-only lines behind.
+    return re.sub(r"(?m)^[ \t]+$\n", "", filled)
+
+
+def render(template: str, settings: Settings) -> str:
+    """The nginx site for these settings."""
+    servers = []
+    for index, port in enumerate(settings.ports):
+        weight = f" weight={settings.weights[index]}" if settings.weights else ""
+        servers.append(f"server 127.0.0.1:{port}{weight} max_fails=0;")
+    real_ip = []
+    if settings.real_ip_from:
+        real_ip = [f"set_real_ip_from {network};" for network in settings.real_ip_from]
+        real_ip += ["real_ip_header X-Forwarded-For;", "real_ip_recursive on;"]
+    diagnostics = []
+    if settings.diagnostics:
+        # DIAGNOSTICS=on only: tells tests which instance answered. Never in production.
+        diagnostics = ["add_header X-Upstream $upstream_addr always;"]
+    return _fill(
+        template,
+        {
+            "LB_METHOD_DIRECTIVE": _indented([LB_DIRECTIVES[settings.lb_method]], 4),
+            "UPSTREAM_SERVERS": _indented(servers, 4),
+            "LISTEN_PORT": str(settings.listen_port),
+            "CLIENT_MAX_BODY_SIZE": settings.client_max_body_size,
+            "PROXY_READ_TIMEOUT": f"{settings.proxy_read_timeout}s",
+            "REAL_IP": _indented(real_ip, 4),
+            "DIAGNOSTICS": _indented(diagnostics, 8),
+        },
+    )
+
+
+def render_static(template: str, static: StaticFiles | None) -> str:
+    """The static-files location, or a comment saying that the app has none."""
+    if static is None:
+        return "# The app has no static_path: every request goes to Tornado.\n"
+    return _fill(template, {"STATIC_URL_PREFIX": static.url_prefix, "STATIC_PATH": static.path})
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Readers (nginx -s reload, a second start) see the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_text(text)
+    partial.replace(path)
+
+
+def main() -> int:
+    try:
+        settings = parse_settings(os.environ)
+        spec = _env(os.environ)[APP_ENV]
+        static = static_files(load_app(spec), spec)
+    except (ConfigError, AppError) as error:
+        print(f"{PROGRAM}: error: {error}", file=sys.stderr)
+        return 1
+    outputs = {
+        SITE: render((TEMPLATES / SITE_TEMPLATE).read_text(), settings),
+        STATIC: render_static((TEMPLATES / STATIC_TEMPLATE).read_text(), static),
+        INSTANCES: "".join(f"{port}\n" for port in settings.ports),
+    }
+    for path, text in outputs.items():
+        try:
+            write_atomically(path, text)
+        except OSError as error:
+            print(
+                f"{PROGRAM}: error: cannot write {path}: {error.strerror}; /tmp must be writable "
+                "(with --read-only, add --tmpfs /tmp)",
+                file=sys.stderr,
+            )
+            return 1
+    method = settings.lb_method + (f" {settings.weights}" if settings.weights else "")
+    where = f", static files {static.url_prefix} from {static.path}" if static else ""
+    print(
+        f"{PROGRAM}: APP={spec}, {settings.workers} Tornado instance(s) on ports "
+        f"{settings.ports.start}-{settings.ports.stop - 1}, {method}, nginx on "
+        f":{settings.listen_port}{where}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
