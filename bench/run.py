@@ -9,14 +9,17 @@ reported. Prints a markdown table and writes it, with a PNG chart, to bench/resu
 from __future__ import annotations
 
 import argparse
+import asyncio
 import http.client
 import json
 import os
 import platform
 import re
 import shutil
+import socket
 import statistics
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -40,6 +43,10 @@ class Contender:
     host_port: int = 0
     rounds: list[dict[str, float]] = field(default_factory=list)
     memory_mib: float = 0.0
+    # What the load asks for, and whether the contender runs on the host network (no
+    # docker-proxy: nginx and the instances on free 127.0.0.1 ports).
+    path: str = "/"
+    host_network: bool = False
 
 
 @dataclass
@@ -55,9 +62,25 @@ def docker(*args: str, check: bool = True) -> str:
     return result.stdout
 
 
-def contenders(image: str, seed_image: str) -> list[Contender]:
+STATIC_FILE = "/static/10k.txt"
+
+
+def bench_app_dir() -> Path:
+    """A folder to mount on /app: bench_app.py as app.py, and the 10 KB static file."""
+    folder = Path(tempfile.mkdtemp(prefix="tornado-bundle-bench-"))
+    (folder / "static").mkdir()
+    (folder / "app.py").write_text((BENCH / "bench_app.py").read_text())
+    line = "Static file served by the bench, ten kilobytes in all.\n"
+    (folder / "static" / "10k.txt").write_text((line * 200)[:10240])
+    for path in (folder, folder / "static"):
+        path.chmod(0o755)  # readable by the image's user (10001)
+    return folder
+
+
+def contenders(image: str, seed_image: str, app_dir: Path) -> list[Contender]:
     mount = f"--volume={BENCH}:/bench:ro"
     alone = [mount, "--entrypoint", "python", image, "/bench/tornado_alone.py"]
+    app = [f"--volume={app_dir}:/app:ro", "--env=APP=app:make_app"]
     return [
         Contender("bundle: nginx -> 2 Tornado", [image], 80, "bundle"),
         Contender("seed setup: nginx -> 2 Tornado", [seed_image], 80, "seed"),
@@ -71,6 +94,22 @@ def contenders(image: str, seed_image: str) -> list[Contender]:
         ),
         Contender("bundle, WORKERS=1", ["--env=WORKERS=1", image], 80, "workers1"),
         Contender("bundle, WORKERS=4", ["--env=WORKERS=4", image], 80, "workers4"),
+        Contender(
+            "static 10 KB: nginx in the bundle (host network)",
+            [*app, image],
+            0,
+            "static_nginx",
+            path=STATIC_FILE,
+            host_network=True,
+        ),
+        Contender(
+            "static 10 KB: Tornado StaticFileHandler alone (host network)",
+            [*app, *alone, "1"],
+            0,
+            "static_tornado",
+            path=STATIC_FILE,
+            host_network=True,
+        ),
     ]
 
 
@@ -98,18 +137,38 @@ def wait_for_200(port: int, timeout: float = 30) -> float:
     raise SystemExit(f"bench: nothing answered 200 on 127.0.0.1:{port} within {timeout}s")
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        return probe.getsockname()[1]
+
+
 def start(contender: Contender) -> None:
     contender.container = NAME_PREFIX + uuid.uuid4().hex[:8]
-    docker(
-        "run",
-        "--detach",
-        "--name",
-        contender.container,
-        f"--publish={LOOPBACK}:0:{contender.port}",
-        *contender.run_args,
-    )
-    published = docker("port", contender.container, f"{contender.port}/tcp")
-    contender.host_port = int(re.search(r"127\.0\.0\.1:(\d+)", published).group(1))  # type: ignore[union-attr]
+    if contender.host_network:
+        contender.host_port = free_port()
+        # The bundle: nginx on the port, its instances on the next two. Tornado alone: its
+        # command's last words are "1 PORT ADDRESS".
+        network = [
+            "--network=host",
+            f"--env=LISTEN_PORT={contender.host_port}",
+            f"--env=INSTANCE_BASE_PORT={free_port()}",
+        ]
+        arguments = list(contender.run_args)
+        if "/bench/tornado_alone.py" in arguments:
+            arguments += [str(contender.host_port), LOOPBACK]
+        docker("run", "--detach", "--name", contender.container, *network, *arguments)
+    else:
+        docker(
+            "run",
+            "--detach",
+            "--name",
+            contender.container,
+            f"--publish={LOOPBACK}:0:{contender.port}",
+            *contender.run_args,
+        )
+        published = docker("port", contender.container, f"{contender.port}/tcp")
+        contender.host_port = int(re.search(r"127\.0\.0\.1:(\d+)", published).group(1))  # type: ignore[union-attr]
     wait_for_200(contender.host_port)
 
 
@@ -163,7 +222,7 @@ def memory_mib(name: str) -> float:
     return float(number) * {"B": 1 / 2**20, "KiB": 1 / 1024, "MiB": 1, "GiB": 1024}[unit]
 
 
-def run_wrk(port: int, load: Load) -> dict[str, float]:
+def run_wrk(port: int, load: Load, path: str = "/") -> dict[str, float]:
     output = subprocess.run(
         [
             "wrk",
@@ -174,7 +233,7 @@ def run_wrk(port: int, load: Load) -> dict[str, float]:
             "--duration",
             f"{load.seconds}s",
             "--latency",
-            f"http://{LOOPBACK}:{port}/",
+            f"http://{LOOPBACK}:{port}{path}",
         ],
         capture_output=True,
         text=True,
@@ -182,13 +241,16 @@ def run_wrk(port: int, load: Load) -> dict[str, float]:
     ).stdout
     requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", output))
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    non_2xx_match = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    non_2xx = int(non_2xx_match.group(1)) if non_2xx_match else 0
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
     return {
         "requests": requests,
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),  # type: ignore[union-attr]
+        # Only successful answers count: a contender that answers 502 fast must not win.
+        "rps": rps * (requests - non_2xx) / max(requests, 1),
         "p50_ms": _wrk_latency(output, "50%"),
         "p99_ms": _wrk_latency(output, "99%"),
-        "errors": errors + (int(non_2xx.group(1)) if non_2xx else 0),
+        "errors": errors + non_2xx,
     }
 
 
@@ -197,7 +259,7 @@ def _wrk_latency(output: str, percentile: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def run_python_load(port: int, load: Load) -> dict[str, float]:
+def run_python_load(port: int, load: Load, path: str = "/") -> dict[str, float]:
     """Fallback when wrk is missing: keep-alive clients in threads (far slower than wrk)."""
     latencies: list[float] = []
     errors = [0]
@@ -210,7 +272,7 @@ def run_python_load(port: int, load: Load) -> dict[str, float]:
         while time.monotonic() < deadline:
             started = time.monotonic()
             try:
-                connection.request("GET", "/")
+                connection.request("GET", path)
                 response = connection.getresponse()
                 response.read()
                 ok = response.status == 200
@@ -243,10 +305,39 @@ def run_python_load(port: int, load: Load) -> dict[str, float]:
 def measure(contender: Contender, load: Load) -> dict[str, float]:
     generate = run_wrk if shutil.which("wrk") else run_python_load
     before = container_cpu_ns(contender.container)
-    result = generate(contender.host_port, load)
+    result = generate(contender.host_port, load, contender.path)
     used_ns = container_cpu_ns(contender.container) - before
     result["cpu_us_per_request"] = used_ns / 1000 / max(result["requests"], 1)
     return result
+
+
+WEBSOCKET_CLIENTS = 16
+
+
+async def _echo_round_trips(port: int, seconds: float) -> int:
+    from websockets.asyncio.client import connect
+
+    deadline = time.monotonic() + seconds
+    done = [0]
+
+    async def client() -> None:
+        async with connect(f"ws://{LOOPBACK}:{port}/ws", compression=None) as socket_:
+            while time.monotonic() < deadline:
+                await socket_.send("ping")
+                await socket_.recv()
+                done[0] += 1
+
+    await asyncio.gather(*(client() for _ in range(WEBSOCKET_CLIENTS)))
+    return done[0]
+
+
+def websocket_rate(contender: Contender, seconds: float) -> dict[str, float]:
+    """WebSocket echo round trips per second, WEBSOCKET_CLIENTS connections each sending the
+    next message when the last one came back, and the container's CPU per round trip."""
+    before = container_cpu_ns(contender.container)
+    round_trips = asyncio.run(_echo_round_trips(contender.host_port, seconds))
+    used_ns = container_cpu_ns(contender.container) - before
+    return {"rate": round_trips / seconds, "cpu_us": used_ns / 1000 / max(round_trips, 1)}
 
 
 def median(contender: Contender, metric: str) -> float:
@@ -291,6 +382,7 @@ def report(
     starts: list[float],
     sizes: dict[str, float],
     breakdown: list[tuple[str, float]],
+    websockets: dict[str, list[dict[str, float]]],
 ) -> str:
     by_key = {c.key: c for c in runs}
     tool = "wrk" if shutil.which("wrk") else "a Python load generator (wrk not installed)"
@@ -299,8 +391,9 @@ def report(
         "",
         f"Machine: {machine()}.",
         f"Load: {tool}, {load.connections} keep-alive connections, {load.seconds} s per round, "
-        f"{rounds} rounds alternating between contenders, median shown; all traffic to 127.0.0.1 "
-        "through Docker's published ports.",
+        f"{rounds} rounds alternating between contenders, median shown; all traffic to 127.0.0.1, "
+        "through Docker's published ports unless the contender says host network; only 2xx "
+        "answers count.",
         "",
         "| contender | req/s | p50 ms | p99 ms | errors | CPU µs/request | memory MiB |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -315,6 +408,9 @@ def report(
     def ratio(a: str, b: str, metric: str) -> float:
         return median(by_key[a], metric) / median(by_key[b], metric)
 
+    def ws(key: str, metric: str) -> float:
+        return statistics.median(r[metric] for r in websockets[key])
+
     cpu = "cpu_us_per_request"
     goals = [
         ("CPU/request, bundle ÷ Tornado alone", ratio("bundle", "alone1", cpu), "≤ 1.3", 1.3, True),
@@ -325,6 +421,20 @@ def report(
         ("image MB", sizes["image"], "≤ 130", 130, True),
         ("cold start s (median of 5)", statistics.median(starts), "≤ 1.5", 1.5, True),
         ("memory MiB, 2 instances", by_key["bundle"].memory_mib, "≤ 60", 60, True),
+        (
+            "static 10 KB req/s, nginx ÷ Tornado StaticFileHandler",
+            ratio("static_nginx", "static_tornado", "rps"),
+            "≥ 10",
+            10,
+            False,
+        ),
+        (
+            "WebSocket round trips/s, through nginx ÷ straight to one instance",
+            ws("static_nginx", "rate") / ws("static_tornado", "rate"),
+            "≥ 0.8",
+            0.8,
+            False,
+        ),
     ]
     lines += ["", "| measure | value | goal | met |", "|---|---:|---:|---|"]
     for name, value, goal, bound, at_most in goals:
@@ -338,6 +448,11 @@ def report(
         + ", ".join(f"{s:.2f}" for s in sorted(starts))
         + " s.",
         f"Expected throughput per core, from the bundle's CPU per request: ~{per_core:,.0f} req/s.",
+        "",
+        f"WebSocket echo ({WEBSOCKET_CLIENTS} connections, host network, median of the rounds): "
+        f"through nginx to 2 instances {ws('static_nginx', 'rate'):,.0f} round trips/s at "
+        f"{ws('static_nginx', 'cpu_us'):.0f} µs of container CPU each; straight to one instance "
+        f"{ws('static_tornado', 'rate'):,.0f} at {ws('static_tornado', 'cpu_us'):.0f} µs.",
         "",
         "Where the bundle's CPU goes (one more round, per process, µs per request):",
         "",
@@ -360,8 +475,8 @@ def chart(runs: list[Contender], path: Path) -> bool:
         return False
     by_key = {c.key: c for c in runs}
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), width_ratios=[3, 1.3])
-    main = [c for c in runs if not c.key.startswith("workers")]
-    left.barh([c.name for c in main], [median(c, "rps") for c in main], color="#4c72b0")
+    hello = [c for c in runs if not c.key.startswith(("workers", "static"))]
+    left.barh([c.name for c in hello], [median(c, "rps") for c in hello], color="#4c72b0")
     left.invert_yaxis()
     left.set_xlabel("requests/s (median)")
     left.set_title("Throughput by contender")
@@ -386,7 +501,10 @@ def main() -> int:
     arguments = parser.parse_args()
     load = Load(arguments.seconds, arguments.connections)
 
-    runs = contenders(arguments.image, arguments.seed_image)
+    app_dir = bench_app_dir()
+    runs = contenders(arguments.image, arguments.seed_image, app_dir)
+    by_key = {c.key: c for c in runs}
+    websockets: dict[str, list[dict[str, float]]] = {"static_nginx": [], "static_tornado": []}
     try:
         for contender in runs:
             start(contender)
@@ -401,16 +519,23 @@ def main() -> int:
                     f"{contender.rounds[-1]['rps']:,.0f} req/s",
                     flush=True,
                 )
+        for round_number in range(arguments.rounds):
+            keys = list(websockets) if round_number % 2 == 0 else list(reversed(websockets))
+            for key in keys:
+                websockets[key].append(websocket_rate(by_key[key], load.seconds))
+            rates = {key: f"{runs_[-1]['rate']:,.0f}" for key, runs_ in websockets.items()}
+            print(f"round {round_number + 1}: WebSocket round trips/s {rates}", flush=True)
         breakdown = where_the_cpu_goes(runs[0], load)
     finally:
         for contender in runs:
             if contender.container:
                 docker("rm", "--force", contender.container, check=False)
+        shutil.rmtree(app_dir, ignore_errors=True)
     starts = cold_starts(arguments.image, 5)
     sizes = {"image": image_mb(arguments.image), "base": image_mb(arguments.base_image)}
 
     RESULTS.mkdir(exist_ok=True)
-    text = report(runs, load, arguments.rounds, starts, sizes, breakdown)
+    text = report(runs, load, arguments.rounds, starts, sizes, breakdown, websockets)
     if chart(runs, RESULTS / "latest.png"):
         text += "\n![throughput](latest.png)\n"
     (RESULTS / "latest.md").write_text(text)

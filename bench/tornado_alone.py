@@ -1,6 +1,7 @@
-"""Tornado without nginx or Supervisor, for `make bench`: the bundle's own app (main.make_app)
-on 0.0.0.0:8000, as one process or as Tornado's multi-process mode (fork_processes, one shared
-port). Run in the bundle's image: python /bench/tornado_alone.py PROCESSES"""
+"""Tornado without nginx or Supervisor, for `make bench`: the app that APP names (main:make_app,
+from /app) on ADDRESS:PORT (0.0.0.0:8000), as one process or as Tornado's multi-process mode
+(fork_processes, one shared port), logging as the bundle's instances do. Run in the bundle's
+image: python /bench/tornado_alone.py PROCESSES [PORT [ADDRESS]]"""
 
 import asyncio
 import sys
@@ -9,23 +10,24 @@ import tornado.netutil
 import tornado.process
 from tornado.httpserver import HTTPServer
 
-sys.path.insert(0, "/opt/bundle")
-import main  # noqa: E402 - lives in the image, not on the default path
+from tornado_bundle.app_loader import app_spec, load_app
+from tornado_bundle.runner import configure_logging
 
 
 async def serve(sockets: list) -> None:
-    server = HTTPServer(main.make_app(), xheaders=True)
+    server = HTTPServer(load_app(app_spec()), xheaders=True)
     server.add_sockets(sockets)
     await asyncio.Event().wait()
 
 
-def run(processes: int) -> None:
-    sockets = tornado.netutil.bind_sockets(8000, "0.0.0.0")
+def run(processes: int, port: int, address: str) -> None:
+    sockets = tornado.netutil.bind_sockets(port, address)
     if processes > 1:
         tornado.process.fork_processes(processes)
-    main.configure_logging()
+    configure_logging(port)
     asyncio.run(serve(sockets))
 
 
 if __name__ == "__main__":
-    run(int(sys.argv[1]))
+    arguments = sys.argv[1:] + ["8000", "0.0.0.0"][len(sys.argv) - 2 :]
+    run(int(arguments[0]), int(arguments[1]), arguments[2])
