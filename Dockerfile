@@ -63,7 +63,7 @@ RUN apt-get update; \
 
 COPY --from=venv /opt/venv /opt/venv
 COPY container/nginx.conf /etc/nginx/nginx.conf
-COPY tornado.conf container/static-files.conf /etc/nginx/templates/
+COPY tornado.conf container/static-files.conf container/limits.conf /etc/nginx/templates/
 COPY supervisord.conf /etc/supervisor/supervisord.conf
 COPY container/entrypoint.sh /docker-entrypoint.sh
 COPY container/entrypoint.d/ /docker-entrypoint.d/

@@ -250,6 +250,8 @@ class LoadResult:
     ok: int = 0
     failures: list[str] = field(default_factory=list)
     retried: int = 0
+    # The longest a successful request took, in seconds.
+    slowest: float = 0.0
 
     @property
     def total(self) -> int:
@@ -274,8 +276,10 @@ class LoadLoop:
         max_requests: int = 200_000,
         method: str = "GET",
         expected_status: int = 200,
+        timeout: float = 10,
     ) -> None:
         self.port = port
+        self.timeout = timeout
         self.clients = clients
         self.path = path
         self.method = method
@@ -307,10 +311,13 @@ class LoadLoop:
         while time.monotonic() < deadline and not self._stop.is_set():
             time.sleep(0.05)
 
-    def _record(self, failure: str | None = None, retried: bool = False) -> None:
+    def _record(
+        self, failure: str | None = None, retried: bool = False, seconds: float = 0.0
+    ) -> None:
         with self._lock:
             if failure is None:
                 self.result.ok += 1
+                self.result.slowest = max(self.result.slowest, seconds)
             else:
                 self.result.failures.append(failure)
             self.result.retried += int(retried)
@@ -320,8 +327,9 @@ class LoadLoop:
         reused = False
         while not self._stop.is_set() and self.result.total < self.max_requests:
             if connection is None:
-                connection = http.client.HTTPConnection(LOOPBACK, self.port, timeout=10)
+                connection = http.client.HTTPConnection(LOOPBACK, self.port, timeout=self.timeout)
                 reused = False
+            started = time.monotonic()
             try:
                 status, will_close = self._send(connection)
                 retried = False
@@ -332,7 +340,7 @@ class LoadLoop:
                     self._record(f"{type(error).__name__}: {error}")
                     continue
                 # The reused connection was closed before any response: retry once, fresh.
-                connection = http.client.HTTPConnection(LOOPBACK, self.port, timeout=10)
+                connection = http.client.HTTPConnection(LOOPBACK, self.port, timeout=self.timeout)
                 reused = False
                 try:
                     status, will_close = self._send(connection)
@@ -349,7 +357,8 @@ class LoadLoop:
                 continue
             # http.client reconnects by itself after "Connection: close": that one is fresh.
             reused = not will_close
-            self._record(None if status == self.expected_status else f"HTTP {status}", retried)
+            failure = None if status == self.expected_status else f"HTTP {status}"
+            self._record(failure, retried, time.monotonic() - started)
         if connection is not None:
             connection.close()
 

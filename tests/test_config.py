@@ -50,7 +50,7 @@ def test_defaults_reproduce_two_instances_round_robin_on_80() -> None:
     )
     site = rendered()
     assert "server 127.0.0.1:8000 max_fails=0;\n    server 127.0.0.1:8001 max_fails=0;" in site
-    assert "listen 80 default_server;" in site
+    assert "listen 80 default_server backlog=" in site
     assert "client_max_body_size 1m;" in site
     assert "proxy_read_timeout 120s;" in site
     for absent in ("least_conn", "ip_hash", "hash $request_uri", "real_ip", "X-Upstream", "@"):
@@ -145,6 +145,13 @@ def test_diagnostics_adds_the_upstream_header() -> None:
         ({"PROXY_READ_TIMEOUT": "2m"}, "PROXY_READ_TIMEOUT='2m' is not allowed: a whole number"),
         ({"INSTANCE_BASE_PORT": "80"}, "INSTANCE_BASE_PORT='80' is not allowed: a whole number"),
         ({"INSTANCE_BASE_PORT": "x"}, "INSTANCE_BASE_PORT='x' is not allowed"),
+        ({"WATCHDOG_TIMEOUT": "301"}, "WATCHDOG_TIMEOUT='301' is not allowed: a whole number"),
+        ({"WATCHDOG_TIMEOUT": "-1"}, "WATCHDOG_TIMEOUT='-1' is not allowed"),
+        ({"BLOCKED_LOOP_WARNING": "0.01"}, "BLOCKED_LOOP_WARNING='0.01' is not allowed: seconds"),
+        ({"BLOCKED_LOOP_WARNING": "61"}, "BLOCKED_LOOP_WARNING='61' is not allowed"),
+        ({"INSTANCE_MAX_MEMORY": "300"}, "INSTANCE_MAX_MEMORY='300' is not allowed: a size of"),
+        ({"INSTANCE_MAX_MEMORY": "31m"}, "INSTANCE_MAX_MEMORY='31m' is not allowed"),
+        ({"INSTANCE_MAX_MEMORY": "1.5g"}, "INSTANCE_MAX_MEMORY='1.5g' is not allowed"),
     ],
 )
 def test_bad_values_name_the_variable_the_value_and_what_is_allowed(
@@ -152,6 +159,8 @@ def test_bad_values_name_the_variable_the_value_and_what_is_allowed(
 ) -> None:
     with pytest.raises(ConfigError) as error:
         parse_settings(env)
+        config.instance_settings(env)
+        config.watchdog_settings(env)
     assert message in str(error.value)
     assert "\n" not in str(error.value)
 
@@ -220,3 +229,26 @@ def test_static_path_with_nginx_syntax_is_refused(tmp_path: Path) -> None:
     odd.mkdir()
     with pytest.raises(AppError, match="has characters nginx cannot take"):
         config.static_files(app_with(tmp_path, static_path=str(odd)), "x:y")
+
+
+def test_watchdog_and_instance_settings() -> None:
+    assert config.watchdog_settings({}) == config.WatchdogSettings(10, None)
+    assert config.watchdog_settings({"INSTANCE_MAX_MEMORY": "1g"}).max_memory_bytes == 2**30
+    assert config.watchdog_settings({"INSTANCE_MAX_MEMORY": "300m"}).max_memory_bytes == (
+        300 * 2**20
+    )
+    assert config.instance_settings({}).blocked_loop_warning == 1
+    assert config.instance_settings({"BLOCKED_LOOP_WARNING": "0"}).blocked_loop_warning == 0
+    assert config.instance_settings({"BLOCKED_LOOP_WARNING": "0.25"}).blocked_loop_warning == 0.25
+
+
+def test_connection_limits_come_from_the_open_file_limit() -> None:
+    limits = config.Capacity(open_files=20_000, listen_backlog=4096)
+    assert (limits.worker_connections, limits.max_active_requests) == (18_976, 7_116)
+    text = config.render_limits((ROOT / "container" / "limits.conf").read_text(), limits)
+    assert "worker_rlimit_nofile 20000;" in text
+    assert "worker_connections 18976;" in text
+    site = render(TEMPLATE, parse_settings({}), limits)
+    assert "listen 80 default_server backlog=4096;" in site
+    assert "limit_conn active_requests 7116;" in site
+    assert "@" not in text + site

@@ -129,6 +129,12 @@ def test_client_max_body_size_10k() -> None:
         ({"CLIENT_MAX_BODY_SIZE": "lots"}, "CLIENT_MAX_BODY_SIZE='lots' is not allowed"),
         ({"PROXY_READ_TIMEOUT": "2m"}, "PROXY_READ_TIMEOUT='2m' is not allowed: a whole number"),
         ({"INSTANCE_BASE_PORT": "80"}, "INSTANCE_BASE_PORT='80' is not allowed: a whole number"),
+        (
+            {"WATCHDOG_TIMEOUT": "ten"},
+            "WATCHDOG_TIMEOUT='ten' is not allowed: a whole number from 0",
+        ),
+        ({"BLOCKED_LOOP_WARNING": "1s"}, "BLOCKED_LOOP_WARNING='1s' is not allowed: seconds from"),
+        ({"INSTANCE_MAX_MEMORY": "10m"}, "INSTANCE_MAX_MEMORY='10m' is not allowed: a size of at"),
         ({"APP": "main"}, "APP='main': not of the form module:callable, e.g. main:make_app"),
         ({"APP": "nomodule:make_app"}, "APP='nomodule:make_app': no module named 'nomodule'"),
         ({"APP": "main:nothing"}, "APP='main:nothing': module 'main' has no attribute 'nothing'"),

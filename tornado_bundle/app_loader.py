@@ -17,8 +17,8 @@ from collections.abc import Mapping
 
 import tornado.web
 
-APP_ENV = "APP"
-DEFAULT_APP = "main:make_app"
+from tornado_bundle.config import APP_ENV, DEFAULT_APP
+
 APP_SPEC = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
 
 

@@ -15,22 +15,35 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import resource
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import tornado.web
+if TYPE_CHECKING:  # Tornado is imported only where an app is loaded: PID 1 never loads it.
+    import tornado.web
 
-from tornado_bundle.app_loader import APP_ENV, DEFAULT_APP, AppError, load_app
+APP_ENV = "APP"
+DEFAULT_APP = "main:make_app"
+# Where each instance listens, and what the HEALTHCHECK, rolling-restart and the watchdog ask
+# every instance for (container/bin/healthcheck repeats the path; tests/test_config.py checks).
+LISTEN_ADDRESS = "127.0.0.1"
+HEALTH_PATH = "/healthz"
 
 TEMPLATES = Path("/etc/nginx/templates")
 SITE_TEMPLATE = "tornado.conf"
 STATIC_TEMPLATE = "static-files.conf"
+LIMITS_TEMPLATE = "limits.conf"
 # Everything written at start lives here: /tmp is the one writable path (also --read-only).
 RUNTIME = Path("/tmp/nginx")
 SITE = RUNTIME / SITE_TEMPLATE
 STATIC = RUNTIME / STATIC_TEMPLATE
+LIMITS = RUNTIME / LIMITS_TEMPLATE
+SOMAXCONN = Path("/proc/sys/net/core/somaxconn")
+# Open files nginx keeps for what is not a connection: static files, logs, temporary files.
+FILES_RESERVE = 1024
 # The instances' ports, one per line: what rolling-restart and wait-for-tornado read.
 INSTANCES = Path("/tmp/tornado-bundle/instances")
 PROGRAM = "tornado-bundle"
@@ -55,9 +68,16 @@ DEFAULTS = {
     "PROXY_READ_TIMEOUT": "120",
     "REAL_IP_FROM": "",
     "DIAGNOSTICS": "off",
+    "WATCHDOG_TIMEOUT": "10",
+    "BLOCKED_LOOP_WARNING": "1",
+    "INSTANCE_MAX_MEMORY": "off",
     APP_ENV: DEFAULT_APP,
 }
 NGINX_SIZE = re.compile(r"[0-9]{1,9}[kKmMgG]?")
+MEMORY_SIZE = re.compile(r"([0-9]{1,6})([mMgG])")
+MIN_MEMORY_MIB = 32
+MAX_WATCHDOG_TIMEOUT = 300
+MAX_BLOCKED_LOOP_WARNING = 60
 # What may stand unquoted in an nginx path or location: nothing that ends a directive.
 NGINX_SAFE_PATH = re.compile(r"/[A-Za-z0-9._~/-]*")
 
@@ -92,6 +112,15 @@ class InstanceSettings:
 
     diagnostics: bool
     websocket_ping_interval: float
+    blocked_loop_warning: float = 0.0
+
+
+@dataclass(frozen=True)
+class WatchdogSettings:
+    """What the watchdog (tornado_bundle/watchdog.py) needs to know of the environment."""
+
+    timeout: int
+    max_memory_bytes: int | None
 
 
 @dataclass(frozen=True)
@@ -192,6 +221,42 @@ def parse_settings(environ: Mapping[str, str]) -> Settings:
     )
 
 
+def _blocked_loop_warning(env: Mapping[str, str]) -> float:
+    value = env["BLOCKED_LOOP_WARNING"]
+    if not re.fullmatch(r"[0-9]{1,2}(\.[0-9]{1,3})?", value) or not (
+        float(value) == 0 or 0.05 <= float(value) <= MAX_BLOCKED_LOOP_WARNING
+    ):
+        raise ConfigError(
+            "BLOCKED_LOOP_WARNING",
+            value,
+            f"seconds from 0.05 to {MAX_BLOCKED_LOOP_WARNING} (e.g. 1 or 0.5), or 0 for off",
+        )
+    return float(value)
+
+
+def _max_memory(env: Mapping[str, str]) -> int | None:
+    value = env["INSTANCE_MAX_MEMORY"]
+    if value == "off":
+        return None
+    match = MEMORY_SIZE.fullmatch(value)
+    mib = int(match.group(1)) * (1024 if match.group(2) in "gG" else 1) if match else 0
+    if mib < MIN_MEMORY_MIB:
+        raise ConfigError(
+            "INSTANCE_MAX_MEMORY",
+            value,
+            f"a size of at least {MIN_MEMORY_MIB}m with an m or g suffix (e.g. 300m, 1g), or off",
+        )
+    return mib * 1024 * 1024
+
+
+def watchdog_settings(environ: Mapping[str, str]) -> WatchdogSettings:
+    env = _env(environ)
+    return WatchdogSettings(
+        timeout=_whole_number("WATCHDOG_TIMEOUT", env["WATCHDOG_TIMEOUT"], 0, MAX_WATCHDOG_TIMEOUT),
+        max_memory_bytes=_max_memory(env),
+    )
+
+
 def instance_settings(environ: Mapping[str, str]) -> InstanceSettings:
     """The part of the settings that a Tornado instance uses; raises ConfigError."""
     env = _env(environ)
@@ -200,12 +265,15 @@ def instance_settings(environ: Mapping[str, str]) -> InstanceSettings:
         # Three pings per nginx read timeout: an idle WebSocket is never cut by nginx, and one
         # lost ping is not yet a timeout.
         websocket_ping_interval=_proxy_read_timeout(env) / 3,
+        blocked_loop_warning=_blocked_loop_warning(env),
     )
 
 
 def static_files(app: tornado.web.Application, spec: str) -> StaticFiles | None:
     """The app's static_path and static_url_prefix (Tornado's own settings), checked for nginx;
     None when the app has no static_path. Raises AppError."""
+    from tornado_bundle.app_loader import AppError
+
     path = app.settings.get("static_path")
     if not path:
         return None
@@ -224,6 +292,46 @@ def static_files(app: tornado.web.Application, spec: str) -> StaticFiles | None:
     return StaticFiles(url_prefix=prefix, path=resolved.rstrip("/") + "/")
 
 
+@dataclass(frozen=True)
+class Capacity:
+    """What the container's limits allow: open files per process, and the listen queue."""
+
+    open_files: int
+    listen_backlog: int
+
+    @property
+    def worker_connections(self) -> int:
+        return max(self.open_files - FILES_RESERVE, 512)
+
+    @property
+    def max_active_requests(self) -> int:
+        # An active request holds two connections (the client's and one to an instance); a
+        # quarter of them stays free for idle keep-alive clients and for the 503s past this.
+        return self.worker_connections * 3 // 8
+
+
+def capacity() -> Capacity:
+    """From this process's hard RLIMIT_NOFILE and the kernel's net.core.somaxconn."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    open_files = 1_048_576 if hard == resource.RLIM_INFINITY else min(hard, 1_048_576)
+    try:
+        backlog = int(SOMAXCONN.read_text())
+    except (OSError, ValueError):
+        backlog = 4096
+    return Capacity(open_files=open_files, listen_backlog=backlog)
+
+
+def render_limits(template: str, limits: Capacity) -> str:
+    return _fill(
+        template,
+        {
+            "OPEN_FILES": str(limits.open_files),
+            "WORKER_CONNECTIONS": str(limits.worker_connections),
+            "FILES_RESERVE": str(FILES_RESERVE),
+        },
+    )
+
+
 def _indented(lines: list[str], depth: int) -> str:
     return "\n".join(" " * depth + line for line in lines)
 
@@ -235,8 +343,9 @@ def _fill(template: str, values: dict[str, str]) -> str:
     return re.sub(r"(?m)^[ \t]+$\n", "", filled)
 
 
-def render(template: str, settings: Settings) -> str:
+def render(template: str, settings: Settings, limits: Capacity | None = None) -> str:
     """The nginx site for these settings."""
+    limits = limits or capacity()
     servers = []
     for index, port in enumerate(settings.ports):
         weight = f" weight={settings.weights[index]}" if settings.weights else ""
@@ -255,6 +364,8 @@ def render(template: str, settings: Settings) -> str:
             "LB_METHOD_DIRECTIVE": _indented([LB_DIRECTIVES[settings.lb_method]], 4),
             "UPSTREAM_SERVERS": _indented(servers, 4),
             "LISTEN_PORT": str(settings.listen_port),
+            "LISTEN_BACKLOG": str(limits.listen_backlog),
+            "MAX_ACTIVE_REQUESTS": str(limits.max_active_requests),
             "CLIENT_MAX_BODY_SIZE": settings.client_max_body_size,
             "PROXY_READ_TIMEOUT": f"{settings.proxy_read_timeout}s",
             "REAL_IP": _indented(real_ip, 4),
@@ -279,15 +390,21 @@ def write_atomically(path: Path, text: str) -> None:
 
 
 def main() -> int:
+    from tornado_bundle.app_loader import AppError, load_app
+
     try:
         settings = parse_settings(os.environ)
+        instance_settings(os.environ)
+        watchdog_settings(os.environ)
         spec = _env(os.environ)[APP_ENV]
         static = static_files(load_app(spec), spec)
     except (ConfigError, AppError) as error:
         print(f"{PROGRAM}: error: {error}", file=sys.stderr)
         return 1
+    limits = capacity()
     outputs = {
-        SITE: render((TEMPLATES / SITE_TEMPLATE).read_text(), settings),
+        LIMITS: render_limits((TEMPLATES / LIMITS_TEMPLATE).read_text(), limits),
+        SITE: render((TEMPLATES / SITE_TEMPLATE).read_text(), settings, limits),
         STATIC: render_static((TEMPLATES / STATIC_TEMPLATE).read_text(), static),
         INSTANCES: "".join(f"{port}\n" for port in settings.ports),
     }
@@ -306,7 +423,8 @@ def main() -> int:
     print(
         f"{PROGRAM}: APP={spec}, {settings.workers} Tornado instance(s) on ports "
         f"{settings.ports.start}-{settings.ports.stop - 1}, {method}, nginx on "
-        f":{settings.listen_port}{where}"
+        f":{settings.listen_port}{where}; {limits.worker_connections} connections "
+        f"(open files {limits.open_files}), listen backlog {limits.listen_backlog}"
     )
     return 0
 

@@ -6,6 +6,7 @@ Never in production: /slow holds a request open on purpose.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import tornado.web
 from tornado.log import app_log
@@ -34,6 +35,35 @@ class SlowHandler(tornado.web.RequestHandler):
         await self.get()
 
 
+class BlockHandler(tornado.web.RequestHandler):
+    """GET /block?seconds=N blocks the event loop for N seconds (time.sleep in a handler, the
+    classic Tornado mistake): for the blocked-loop warning and the watchdog."""
+
+    def get(self) -> None:
+        seconds = float(self.get_query_argument("seconds", "1"))
+        if not 0 <= seconds <= MAX_SLOW_SECONDS:
+            raise tornado.web.HTTPError(400, reason=f"seconds must be 0-{MAX_SLOW_SECONDS:g}")
+        time.sleep(seconds)
+        self.write(f"blocked {seconds:g}s\n")
+
+
+# What /grow holds on to, as a leaking app would.
+_HELD: list[bytearray] = []
+
+
+class GrowHandler(tornado.web.RequestHandler):
+    """GET /grow?mb=N makes the instance hold N more MiB: for INSTANCE_MAX_MEMORY."""
+
+    def get(self) -> None:
+        megabytes = int(self.get_query_argument("mb", "1"))
+        if not 0 <= megabytes <= 1024:
+            raise tornado.web.HTTPError(400, reason="mb must be 0-1024")
+        _HELD.append(bytearray(megabytes * 2**20))
+        self.write(f"holding {sum(len(block) for block in _HELD) // 2**20} MiB more\n")
+
+
 def add_routes(app: tornado.web.Application) -> None:
-    """Adds /slow to `app` for every host, ahead of the app's own routes."""
-    app.add_handlers(r".*", [(r"/slow", SlowHandler)])
+    """Adds /slow, /block and /grow to `app` for every host, ahead of the app's own routes."""
+    app.add_handlers(
+        r".*", [(r"/slow", SlowHandler), (r"/block", BlockHandler), (r"/grow", GrowHandler)]
+    )

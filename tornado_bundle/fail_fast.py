@@ -15,10 +15,14 @@ Usage: supervisord-fail-fast [supervisord options], e.g. -c /etc/supervisor/supe
 
 from __future__ import annotations
 
+import os
 import sys
 
 from supervisor import events, supervisord
-from supervisor.states import SupervisorStates
+from supervisor.states import ProcessStates, SupervisorStates
+
+from tornado_bundle import watchdog
+from tornado_bundle.config import ConfigError, watchdog_settings
 
 PROGRAM = "supervisord-fail-fast"
 
@@ -42,7 +46,30 @@ class FailFastSupervisor(supervisord.Supervisor):
         # container start.
         for group in sorted(self.process_groups.values()):
             group.transition()
+        self.start_watchdog()
         super().runforever()
+
+    def start_watchdog(self) -> None:
+        try:
+            settings = watchdog_settings(os.environ)
+        except ConfigError as error:  # checked at start already; here only when run by hand
+            self.options.logger.critical(f"{PROGRAM}: {error}")
+            return
+        watchdog.start(settings, self.running_instances, self.is_running)
+
+    def running_instances(self) -> dict[str, int]:
+        """Supervisor's RUNNING Tornado instances, name -> pid (read from the watchdog thread)."""
+        group = self.process_groups.get(watchdog.GROUP)
+        if group is None:
+            return {}
+        return {
+            f"{watchdog.GROUP}:{name}": process.pid
+            for name, process in list(group.processes.items())
+            if process.get_state() == ProcessStates.RUNNING
+        }
+
+    def is_running(self) -> bool:
+        return self.options.mood == SupervisorStates.RUNNING
 
     def on_fatal(self, event: events.ProcessStateFatalEvent) -> None:
         if FailFastSupervisor.failure is not None:

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import logging
 import os
 import signal
 import sys
+import threading
+import time
+import traceback
 import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -31,11 +35,15 @@ from tornado.iostream import IOStream
 
 from tornado_bundle import diagnostics
 from tornado_bundle.app_loader import AppError, app_spec, load_app
-from tornado_bundle.config import ConfigError, InstanceSettings, instance_settings
+from tornado_bundle.config import (
+    HEALTH_PATH,
+    LISTEN_ADDRESS,
+    ConfigError,
+    InstanceSettings,
+    capacity,
+    instance_settings,
+)
 
-LISTEN_ADDRESS = "127.0.0.1"
-# What the image's HEALTHCHECK, rolling-restart and the watchdog ask each instance for.
-HEALTH_PATH = "/healthz"
 # What a draining instance tells its WebSocket clients (RFC 6455: 1001 "going away").
 GOING_AWAY = 1001
 MAX_DRAIN_TIMEOUT = 60.0
@@ -225,6 +233,54 @@ async def drain(server: DrainingHTTPServer, tracker: InFlightRequests, timeout: 
     await server.close_all_connections()
 
 
+class BlockedLoopMonitor:
+    """Logs one warning, with the stack of the code that blocks it, whenever the event loop has
+    not run for `threshold` seconds (a handler calling time.sleep, a slow C call, a CPU loop).
+
+    The loop touches a heartbeat every threshold/4 seconds; a daemon thread looks at it as
+    often. Cost in normal operation: one tiny callback and one thread wake-up per period.
+    """
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+        self.period = threshold / 4
+        self.heartbeat = time.monotonic()
+        self._loop_thread = threading.get_ident()
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop_thread = threading.get_ident()
+        loop.call_soon(self._beat, loop)
+        threading.Thread(target=self._watch, name="blocked-loop-monitor", daemon=True).start()
+
+    def _beat(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.heartbeat = time.monotonic()
+        loop.call_later(self.period, self._beat, loop)
+
+    def _watch(self) -> None:
+        warned_for = 0.0
+        while True:
+            time.sleep(self.period)
+            beat = self.heartbeat
+            blocked = time.monotonic() - beat
+            if blocked > self.threshold and beat != warned_for:
+                warned_for = beat
+                self.warn(blocked)
+
+    def warn(self, blocked: float) -> None:
+        frame = sys._current_frames().get(self._loop_thread)
+        frames = traceback.extract_stack(frame) if frame else traceback.StackSummary()
+        # What the loop runs: the frames below asyncio's callback runner (events.py, _run).
+        starts = [i for i, f in enumerate(frames) if f.name == "_run" and "asyncio" in f.filename]
+        shown = frames[starts[-1] + 1 :] if starts else frames
+        stack = "".join(traceback.format_list(shown)) or "(no stack)\n"
+        log.warning(
+            "event loop blocked for %.1fs (BLOCKED_LOOP_WARNING=%gs); it is running:\n%s",
+            blocked,
+            self.threshold,
+            stack.rstrip("\n"),
+        )
+
+
 def prepare(app: tornado.web.Application, settings: InstanceSettings) -> InFlightRequests:
     """What the bundle adds to any app: drain tracking, WebSocket pings, /healthz when the app
     has none, and the diagnostics routes when they are on."""
@@ -247,7 +303,9 @@ async def serve(
     tracker = prepare(app, settings)
     server = DrainingHTTPServer(app, xheaders=True)
     try:
-        server.listen(port, address=LISTEN_ADDRESS)
+        # The kernel's maximum queue (Tornado's default is 128): a crowd that nginx sends at once
+        # waits to be accepted instead of timing out in nginx's connect.
+        server.listen(port, address=LISTEN_ADDRESS, backlog=capacity().listen_backlog)
     except OSError as error:
         raise SystemExit(
             f"{_program()}: cannot listen on {LISTEN_ADDRESS}:{port}: {error.strerror}"
@@ -256,6 +314,8 @@ async def serve(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if settings.blocked_loop_warning:
+        BlockedLoopMonitor(settings.blocked_loop_warning).start(loop)
     log.info("listening on http://%s:%d", LISTEN_ADDRESS, port)
     await stop.wait()
     log.info("draining (at most %gs)", drain_timeout)
@@ -299,6 +359,9 @@ def main(
         print(f"{_program()}: error: {error}", file=sys.stderr)
         return 2
     configure_logging(port)
+    # The watchdog sends SIGUSR1 before it kills a hung instance: the stacks of every thread go
+    # to stderr (docker logs) from C, even while Python code cannot run.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         app = app_factory() if app_factory is not None else load_app(app_spec(environ))
     except AppError as error:
