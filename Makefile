@@ -20,13 +20,15 @@ PYTHON ?= python3
 PYTEST_ARGS ?=
 # bench/run.py options, e.g. BENCH_ARGS="--rounds 3 --seconds 10".
 BENCH_ARGS ?=
+# tests/mutate.py: which mutations (numbers), e.g. MUTATIONS="1 4"; all when empty.
+MUTATIONS ?=
 
 SHELL_SCRIPTS := base-image/build.sh container/entrypoint.sh container/entrypoint.d/*.sh \
 	container/bin/* .ci/run
 PYTHON_SOURCES := main.py tornado_bundle examples tests bench/run.py bench/tornado_alone.py
 
 .DEFAULT_GOAL := help
-.PHONY: help lock build base-image example run stop logs status shell reload test unit lint bench clean
+.PHONY: help lock mutations build base-image example run stop logs status shell reload test unit lint bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -95,6 +97,9 @@ bench: build $(BENCH_VENV)/.installed ## measure against the seed's setup, Torna
 	docker build --quiet --build-arg IMAGE=$(IMAGE) --tag $(SEED_IMAGE) bench/seed >/dev/null
 	$(BENCH_VENV)/bin/python bench/run.py --image $(IMAGE) --seed-image $(SEED_IMAGE) \
 		--base-image $(BASE_IMAGE) $(BENCH_ARGS)
+
+mutations: build $(VENV)/.installed ## break the code on purpose and check that the tests notice (~15 min)
+	IMAGE=$(IMAGE) BUILDER_IMAGE=$(BUILDER_IMAGE) $(VENV)/bin/python tests/mutate.py $(MUTATIONS)
 
 # pip-compile from each .in file; the pins (exact versions, every file's hash) go into the .txt.
 PIP_COMPILE = $(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --no-header \

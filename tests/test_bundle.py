@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -10,9 +11,6 @@ import pytest
 from harness import Container, docker, remove, running, start, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("image")]
-
-INSTANCES = ("tornadoes:tornado-8000", "tornadoes:tornado-8001")
-PROCESSES = ("nginx", *INSTANCES)
 
 
 def log_lines(bundle: Container, text: str, at_least: int) -> list[str] | None:
@@ -32,24 +30,46 @@ def test_hello_and_health_through_nginx() -> None:
 
 def test_supervisorctl_lists_exactly_nginx_and_two_instances_running() -> None:
     with running() as bundle:
-        status = bundle.wait_running(*PROCESSES)
-        assert sorted(status) == sorted(PROCESSES)
+        processes = ("nginx", *bundle.instances)
+        status = bundle.wait_running(*processes)
+        assert sorted(status) == sorted(processes)
         output = bundle.exec("supervisorctl", "status").stdout
         assert re.search(r"^tornadoes:tornado-8000\s+RUNNING\s+pid \d+", output, re.M), output
+
+
+def addresses(bundle: Container) -> set[str]:
+    return {f"127.0.0.1:{port}" for port in bundle.instance_ports}
 
 
 def test_round_robin_spreads_100_requests_50_50() -> None:
     with running({"DIAGNOSTICS": "on"}) as bundle:
         counts = bundle.upstream_counts(100)
-        assert set(counts) == {"127.0.0.1:8000", "127.0.0.1:8001"}, counts
+        assert set(counts) == addresses(bundle), counts
         assert all(45 <= n <= 55 for n in counts.values()), counts
 
 
-def test_internal_addresses_stay_hidden_by_default() -> None:
+def test_internal_addresses_stay_hidden_and_diagnostics_are_off_by_default() -> None:
     with running() as bundle:
         response = bundle.get("/")
         assert "X-Upstream" not in response.headers
         assert b"127.0.0.1:800" not in response.body
+        for path in ("/slow?seconds=0", "/block?seconds=0", "/grow?mb=0", "/whoami"):
+            assert bundle.get(path).status == 404, path
+
+
+def test_a_client_cannot_choose_its_own_address_or_scheme() -> None:
+    forged = {
+        "X-Real-IP": "6.6.6.6",
+        "X-Forwarded-For": "6.6.6.6",
+        "X-Scheme": "https",
+        "X-Forwarded-Proto": "https",
+    }
+    with running({"DIAGNOSTICS": "on"}) as bundle:
+        seen = json.loads(bundle.get("/whoami", forged).body)
+        honest = json.loads(bundle.get("/whoami").body)
+        assert seen["remote_ip"] == honest["remote_ip"] != "6.6.6.6", (seen, honest)
+        assert seen["protocol"] == "http"
+        assert seen["host"] == f"127.0.0.1:{bundle.port}"
 
 
 def test_access_log_names_the_instance_for_each_request() -> None:
@@ -59,18 +79,19 @@ def test_access_log_names_the_instance_for_each_request() -> None:
         # The access log is buffered for up to 1 s (flush=1s).
         lines = wait_for(lambda: log_lines(bundle, "GET /?from-access-log-test", 10), 5)
         upstreams = {re.search(r"upstream=(\S+)", line).group(1) for line in lines}  # type: ignore[union-attr]
-        assert upstreams == {"127.0.0.1:8000", "127.0.0.1:8001"}
+        assert upstreams == addresses(bundle)
 
 
 def test_stopping_one_instance_sends_everything_to_the_other() -> None:
     with running({"DIAGNOSTICS": "on"}) as bundle:
-        bundle.exec("supervisorctl", "stop", "tornadoes:tornado-8001")
-        assert bundle.supervisor_status()["tornadoes:tornado-8001"][0] == "STOPPED"
+        first, second = bundle.instances
+        bundle.exec("supervisorctl", "stop", second)
+        assert bundle.supervisor_status()[second][0] == "STOPPED"
         counts = bundle.upstream_counts(50)
-        assert counts == {"127.0.0.1:8000": 50}, counts
-        bundle.exec("supervisorctl", "start", "tornadoes:tornado-8001")
-        bundle.wait_running("tornadoes:tornado-8001")
-        assert set(bundle.upstream_counts(10)) == {"127.0.0.1:8000", "127.0.0.1:8001"}
+        assert counts == {f"127.0.0.1:{bundle.instance_ports[0]}": 50}, counts
+        bundle.exec("supervisorctl", "start", second)
+        bundle.wait_running(second)
+        assert set(bundle.upstream_counts(10)) == addresses(bundle)
 
 
 # kill -9 of an instance under load: tests/test_resilience.py (0 failures, revived within 3 s).

@@ -93,7 +93,7 @@ def test_uri_hash_pins_each_uri_to_one_instance_and_uses_all() -> None:
 def test_listen_port_8080() -> None:
     with running({"LISTEN_PORT": "8080"}, container_port=8080) as bundle:
         assert bundle.get("/").body == b"Hello, Tornado\n"
-        assert "listen 8080 default_server;" in bundle.exec("nginx", "-T").stdout
+        assert "listen 8080 default_server backlog=" in bundle.exec("nginx", "-T").stdout
         assert bundle.exec("healthcheck").returncode == 0
 
 

@@ -26,7 +26,10 @@ from harness import (
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("image")]
 
 LOAD_SECONDS = 10
-INSTANCES = ("tornadoes:tornado-8000", "tornadoes:tornado-8001")
+# 4 kept-alive clients for 10 s serve 15,000-26,000 requests on the 2-core machines measured
+# (README); a CI machine that is busy with something else serves fewer. The floor is a third
+# of the lowest seen: well above what a stalled bundle serves, below what a slow machine does.
+MIN_REQUESTS = 5_000
 APP_UID = "10001"
 READ_ONLY = (
     "--read-only",
@@ -52,39 +55,67 @@ def load_during(bundle: Container, fault: Callable[[], object], at: float = 2.0)
 
 def assert_no_failures(result: LoadResult) -> None:
     assert result.failures == [], f"{len(result.failures)} failed: {result.failures[:5]}"
-    assert result.ok > 500, result
+    assert result.ok > MIN_REQUESTS, result
 
 
 # --- 1. Zero failed requests under faults ----------------------------------------------------
 
 
 def test_kill_9_of_one_instance_fails_no_request_and_it_is_back_within_3_seconds() -> None:
-    with running() as bundle:
-        pid = bundle.pid_of("tornadoes:tornado-8000")
+    with running({"DIAGNOSTICS": "on"}) as bundle:
+        name, port = bundle.instances[0], bundle.instance_ports[0]
+        pid = bundle.pid_of(name)
 
         def kill_and_wait_for_the_new_one() -> None:
             bundle.exec("kill", "-9", str(pid))
             killed_at = time.monotonic()
-            wait_for(lambda: bundle.pid_of("tornadoes:tornado-8000", timeout=3) != pid, 3)
+            wait_for(lambda: bundle.pid_of(name, timeout=3) != pid, 3)
+            # ... and nginx sends it requests again (no 10 s penalty: max_fails=0).
+            wait_for(lambda: f"127.0.0.1:{port}" in bundle.upstream_counts(4), 3, 0.05)
             assert time.monotonic() - killed_at < 3
 
         result = load_during(bundle, kill_and_wait_for_the_new_one)
         assert_no_failures(result)
 
 
-def test_rolling_restart_fails_no_request() -> None:
+def test_rolling_restart_fails_no_request_and_no_client_retries() -> None:
     with running() as bundle:
-        before = {name: bundle.pid_of(name) for name in INSTANCES}
+        before = {name: bundle.pid_of(name) for name in bundle.instances}
         output: list[str] = []
 
         def rolling_restart() -> None:
             output.append(bundle.exec("rolling-restart").stdout)
 
         result = load_during(bundle, rolling_restart)
-        after = {name: bundle.pid_of(name) for name in INSTANCES}
-        assert all(after[name] != before[name] for name in INSTANCES), (before, after)
-        assert "rolling-restart: tornadoes:tornado-8001 is healthy" in output[0]
+        after = {name: bundle.pid_of(name) for name in bundle.instances}
+        assert all(after[name] != before[name] for name in bundle.instances), (before, after)
+        assert f"rolling-restart: {bundle.instances[-1]} is healthy" in output[0]
         assert_no_failures(result)
+        # Not even a closed kept-alive connection that a client had to retry.
+        assert result.retried == 0, result
+
+
+def test_a_restarted_instance_finishes_its_in_flight_request() -> None:
+    """The drain itself, without nginx in the way: a request straight to one instance, inside
+    the container, while Supervisor restarts that instance."""
+    with running({"DIAGNOSTICS": "on"}) as bundle:
+        name, port = bundle.instances[0], bundle.instance_ports[0]
+        fetch = (
+            "import urllib.request; r = urllib.request.urlopen("
+            f"'http://127.0.0.1:{port}/slow?seconds=2&token=drain', timeout=10); "
+            "print(r.status, r.read().decode().strip(), r.headers['Connection'])"
+        )
+        replies: list[str] = []
+        client = threading.Thread(
+            target=lambda: replies.append(bundle.exec("python", "-c", fetch).stdout.strip())
+        )
+        client.start()
+        wait_for(lambda: "token=drain" in bundle.logs(), 5)
+        bundle.exec("supervisorctl", "restart", name)
+        client.join(15)
+        # The whole answer, with "Connection: close" (that the drain ends as soon as its last
+        # connection is gone: tests/test_runner.py::test_sigterm_drains_and_exits_0).
+        assert replies == ["200 slept 2s close"], replies
 
 
 def test_rolling_restart_fails_no_post_either() -> None:
@@ -99,7 +130,8 @@ def test_rolling_restart_fails_no_post_either() -> None:
             load.run_for(1)
         print(f"ok={load.result.ok} failures={len(load.result.failures)}")
         assert load.result.failures == [], load.result.failures[:5]
-        assert load.result.ok > 500
+        # ~10,000 POSTs measured over the three restarts; the same third as MIN_REQUESTS.
+        assert load.result.ok > MIN_REQUESTS // 2, load.result
 
 
 def test_nginx_reload_fails_no_request() -> None:
@@ -108,6 +140,9 @@ def test_nginx_reload_fails_no_request() -> None:
         result = load_during(bundle, lambda: bundle.exec("supervisorctl", "signal", "HUP", "nginx"))
         assert bundle.pid_of("nginx") == master
         assert_no_failures(result)
+        # nginx's old worker closes its idle kept-alive client connections: a client retries a
+        # GET on such a connection (RFC 9112, 9.3.1), at most once per client.
+        assert result.retried <= 4, result
 
 
 # --- 2. Graceful stop ------------------------------------------------------------------------
@@ -174,8 +209,10 @@ def test_an_instance_that_cannot_stay_up_stops_the_container_non_zero() -> None:
         pid = container.pid_of("tornadoes:tornado-8001")
         docker("exec", "--detach", container.name, "python", "-c", TAKE_PORT_8001, str(pid))
         started = time.monotonic()
+        # Measured: 2-3 s (startretries=1: one retry after 1 s); the bound leaves room for a
+        # machine busy with other work.
         wait_for(
-            lambda: not container.inspect()["State"]["Running"], 15, 0.2, "the container to exit"
+            lambda: not container.inspect()["State"]["Running"], 10, 0.2, "the container to exit"
         )
         print(f"container exited {time.monotonic() - started:.1f}s after the fault")
         assert container.inspect()["State"]["ExitCode"] == 1
@@ -199,7 +236,7 @@ def test_an_instance_that_cannot_stay_up_stops_the_container_non_zero() -> None:
 
 def test_no_process_runs_as_root() -> None:
     with running() as bundle:
-        bundle.wait_running("nginx", *INSTANCES)
+        bundle.wait_running("nginx", *bundle.instances)
         processes = bundle.exec("ps", "-eo", "uid=,args=").stdout.splitlines()
         assert len(processes) >= 6  # supervisord, 2 Tornado, nginx master + worker, ps
         assert all(line.split()[0] == APP_UID for line in processes), processes
@@ -208,11 +245,11 @@ def test_no_process_runs_as_root() -> None:
 
 def test_runs_unchanged_read_only_without_capabilities() -> None:
     with running(options=READ_ONLY) as bundle:
-        status = bundle.wait_running("nginx", *INSTANCES)
+        status = bundle.wait_running("nginx", *bundle.instances)
         assert bundle.get("/").body == b"Hello, Tornado\n"
-        pid = status["tornadoes:tornado-8000"][1]
+        pid = status[bundle.instances[0]][1]
         bundle.exec("kill", "-9", str(pid))
-        wait_for(lambda: bundle.pid_of("tornadoes:tornado-8000") != pid, 5)
+        wait_for(lambda: bundle.pid_of(bundle.instances[0]) != pid, 5)
         bundle.exec("rolling-restart")
         write = bundle.exec("touch", "/app/x", check=False)
         assert "Read-only file system" in write.stderr

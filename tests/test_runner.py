@@ -249,3 +249,26 @@ def test_drain_closes_websockets_with_1001_at_once() -> None:
             assert socket_.close_code == runner.GOING_AWAY
 
     asyncio.run(scenario())
+
+
+def test_drain_waits_for_an_idle_kept_alive_connection_to_close() -> None:
+    """nginx closes its idle upstream connections itself (keepalive_timeout); the drain waits
+    for that instead of closing one under a request that nginx may be sending on it."""
+
+    async def scenario() -> None:
+        app = main.make_app()
+        tracker = runner.prepare(app, DEFAULTS)
+        server = runner.DrainingHTTPServer(app, xheaders=True)
+        port = free_port()
+        server.listen(port, address="127.0.0.1")
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await reader.readuntil(b"Hello, Tornado\n")
+        # The connection is now idle and kept alive, as nginx keeps its upstream connections.
+        drain = asyncio.ensure_future(runner.drain(server, tracker, timeout=5))
+        await asyncio.sleep(0.5)
+        assert not drain.done(), "the drain closed an idle connection that its peer kept open"
+        writer.close()
+        await asyncio.wait_for(drain, 1)
+
+    asyncio.run(scenario())

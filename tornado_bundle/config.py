@@ -403,9 +403,9 @@ def main() -> int:
         return 1
     limits = capacity()
     outputs = {
-        LIMITS: render_limits((TEMPLATES / LIMITS_TEMPLATE).read_text(), limits),
         SITE: render((TEMPLATES / SITE_TEMPLATE).read_text(), settings, limits),
         STATIC: render_static((TEMPLATES / STATIC_TEMPLATE).read_text(), static),
+        LIMITS: render_limits((TEMPLATES / LIMITS_TEMPLATE).read_text(), limits),
         INSTANCES: "".join(f"{port}\n" for port in settings.ports),
     }
     for path, text in outputs.items():

@@ -62,8 +62,24 @@ class GrowHandler(tornado.web.RequestHandler):
         self.write(f"holding {sum(len(block) for block in _HELD) // 2**20} MiB more\n")
 
 
+class WhoAmIHandler(tornado.web.RequestHandler):
+    """GET /whoami: the client address, scheme and host as Tornado sees them (xheaders)."""
+
+    def get(self) -> None:
+        request = self.request
+        self.write(
+            {"remote_ip": request.remote_ip, "protocol": request.protocol, "host": request.host}
+        )
+
+
+ROUTES = [
+    (r"/slow", SlowHandler),
+    (r"/block", BlockHandler),
+    (r"/grow", GrowHandler),
+    (r"/whoami", WhoAmIHandler),
+]
+
+
 def add_routes(app: tornado.web.Application) -> None:
-    """Adds /slow, /block and /grow to `app` for every host, ahead of the app's own routes."""
-    app.add_handlers(
-        r".*", [(r"/slow", SlowHandler), (r"/block", BlockHandler), (r"/grow", GrowHandler)]
-    )
+    """Adds ROUTES to `app` for every host, ahead of the app's own routes."""
+    app.add_handlers(r".*", ROUTES)

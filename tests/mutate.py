@@ -1,0 +1,294 @@
+"""`make mutations`: proves that the tests catch what they claim to, by breaking the code.
+
+For each mutation below: copy the repository to a temporary folder, apply the one change, build
+the image from the copy when the change is in the image, run the tests that should catch it
+(from the copy, against that image), and count it caught when they fail. Prints a table of
+caught/missed; exits 1 when one is missed. Not part of `make test` (about 15 minutes); run it
+after changing a test or the code a test guards:
+
+    make mutations                       # all
+    make mutations MUTATIONS="3 7"       # by number
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTEST = ROOT / "tests" / ".venv" / "bin" / "pytest"
+# What the Dockerfile copies (.dockerignore): a change here needs a rebuilt image.
+IN_IMAGE = ("main.py", "tornado.conf", "supervisord.conf", "tornado_bundle/", "container/")
+IGNORED = shutil.ignore_patterns(".git", ".venv", "__pycache__", ".pytest_cache", "results")
+
+
+@dataclass(frozen=True)
+class Mutation:
+    what: str
+    path: str
+    before: str
+    after: str
+    tests: tuple[str, ...]
+
+
+MUTATIONS = [
+    Mutation(
+        "diagnostics routes always on",
+        "tornado_bundle/runner.py",
+        "    if settings.diagnostics:\n        diagnostics.add_routes(app)",
+        "    diagnostics.add_routes(app)",
+        (
+            "tests/test_runner.py::AppTest",
+            "tests/test_bundle.py::test_internal_addresses_stay_hidden_and_diagnostics_are_off_by_default",
+        ),
+    ),
+    Mutation(
+        "X-Real-IP passed from the client",
+        "tornado.conf",
+        "        proxy_set_header X-Real-IP $remote_addr;\n",
+        "",
+        ("tests/test_bundle.py::test_a_client_cannot_choose_its_own_address_or_scheme",),
+    ),
+    Mutation(
+        "X-Scheme passed from the client",
+        "tornado.conf",
+        '        proxy_set_header X-Scheme "";\n',
+        "",
+        ("tests/test_bundle.py::test_a_client_cannot_choose_its_own_address_or_scheme",),
+    ),
+    Mutation(
+        "drain does not wait for nginx's idle connections",
+        "tornado_bundle/runner.py",
+        "    while server.open_connections() and loop.time() < deadline:",
+        "    while False:",
+        ("tests/test_runner.py::test_drain_waits_for_an_idle_kept_alive_connection_to_close",),
+    ),
+    Mutation(
+        "drain returns at once",
+        "tornado_bundle/runner.py",
+        "    if not await tracker.wait_idle(timeout):",
+        "    if not await tracker.wait_idle(0):",
+        (
+            "tests/test_runner.py::test_drain_lets_the_in_flight_request_finish_and_refuses_new_ones",
+            "tests/test_resilience.py::test_a_restarted_instance_finishes_its_in_flight_request",
+        ),
+    ),
+    Mutation(
+        "write_atomically writes in place",
+        "tornado_bundle/config.py",
+        '    partial = path.with_suffix(".partial")\n    partial.write_text(text)\n'
+        "    partial.replace(path)",
+        "    path.write_text(text)",
+        ("tests/test_config.py::test_output_is_written_atomically",),
+    ),
+    Mutation(
+        "no max_fails=0",
+        "tornado_bundle/config.py",
+        'servers.append(f"server 127.0.0.1:{port}{weight} max_fails=0;")',
+        'servers.append(f"server 127.0.0.1:{port}{weight};")',
+        (
+            "tests/test_resilience.py::"
+            "test_kill_9_of_one_instance_fails_no_request_and_it_is_back_within_3_seconds",
+        ),
+    ),
+    Mutation(
+        "WebSocket map sends Connection: close to plain requests",
+        "tornado.conf",
+        "    '' '';\n}\n\n# Static",
+        "    '' close;\n}\n\n# Static",
+        (
+            "tests/test_long_lived.py::"
+            "test_plain_requests_keep_reusing_upstream_connections_after_websockets",
+        ),
+    ),
+    Mutation(
+        "no Upgrade header to the instances",
+        "tornado.conf",
+        "        proxy_set_header Upgrade $http_upgrade;\n",
+        "",
+        ("tests/test_long_lived.py::test_permessage_deflate_is_negotiated_end_to_end",),
+    ),
+    Mutation(
+        "Host without its port (check_origin refuses the page's own origin)",
+        "tornado.conf",
+        "        proxy_set_header Host $forward_host;",
+        "        proxy_set_header Host $host;",
+        (
+            "tests/test_long_lived.py::"
+            "test_a_foreign_origin_is_refused_and_the_same_origin_accepted",
+        ),
+    ),
+    Mutation(
+        "timeouts retried on the next instance",
+        "tornado.conf",
+        "        proxy_next_upstream error;",
+        "        proxy_next_upstream error timeout;",
+        ("tests/test_long_lived.py::test_a_timeout_is_a_504_and_the_request_ran_once",),
+    ),
+    Mutation(
+        "drain leaves WebSockets open",
+        "tornado_bundle/runner.py",
+        "    closed = close_websockets()",
+        "    closed = 0",
+        (
+            "tests/test_runner.py::test_drain_closes_websockets_with_1001_at_once",
+            "tests/test_long_lived.py::"
+            "test_rolling_restart_sends_1001_to_50_websockets_and_they_reconnect",
+        ),
+    ),
+    Mutation(
+        "no pings for idle WebSockets",
+        "tornado_bundle/runner.py",
+        '    app.settings.setdefault("websocket_ping_interval", settings.websocket_ping_interval)',
+        "",
+        ("tests/test_long_lived.py::test_an_idle_websocket_outlives_three_proxy_read_timeouts",),
+    ),
+    Mutation(
+        "dotfiles served",
+        "container/static-files.conf",
+        "    location ~ /\\. {\n        return 404;\n    }\n",
+        "",
+        ("tests/test_apps.py::test_traversal_and_dotfiles_never_leak",),
+    ),
+    Mutation(
+        "no precompressed files",
+        "container/static-files.conf",
+        "    gzip_static on;",
+        "    gzip_static off;",
+        ("tests/test_apps.py::test_precompressed_copy_only_for_clients_that_accept_gzip",),
+    ),
+    Mutation(
+        "versioned static links not cached for a year",
+        "tornado.conf",
+        '    default "public, max-age=31536000, immutable";',
+        '    default "public, max-age=60, must-revalidate";',
+        ("tests/test_apps.py::test_only_versioned_links_are_cached_for_a_year",),
+    ),
+    Mutation(
+        "static files proxied to Tornado",
+        "container/static-files.conf",
+        "    alias @STATIC_PATH@;",
+        "    proxy_pass http://tornadoes;",
+        ("tests/test_apps.py::test_static_files_are_served_while_every_instance_is_stopped",),
+    ),
+    Mutation(
+        "the watchdog never kills",
+        "tornado_bundle/watchdog.py",
+        "            os.kill(instance.pid, signal.SIGKILL)",
+        "            pass",
+        (
+            "tests/test_watchdog_unit.py",
+            "tests/test_watchdog.py::test_a_hung_instance_is_killed_and_replaced_with_no_failed_get",
+        ),
+    ),
+    Mutation(
+        "the health check ignores the watchdog's report",
+        "container/bin/healthcheck",
+        'if [ $# -eq 0 ]; then\n    if [ ! -f "$report" ]',
+        'if false; then\n    if [ ! -f "$report" ]',
+        (
+            "tests/test_watchdog.py::test_unhealthy_while_an_instance_is_hung_and_healthy_again_after",
+        ),
+    ),
+    Mutation(
+        "no blocked-loop warning",
+        "tornado_bundle/runner.py",
+        "            if blocked > self.threshold and beat != warned_for:",
+        "            if False:",
+        (
+            "tests/test_watchdog.py::"
+            "test_a_blocking_handler_is_named_by_file_and_line_then_killed_with_its_stack",
+        ),
+    ),
+    Mutation(
+        "Tornado's default listen backlog",
+        "tornado_bundle/runner.py",
+        "backlog=capacity().listen_backlog)",
+        "backlog=128)",
+        ("tests/test_watchdog.py::test_3000_active_keep_alive_clients_get_only_200s",),
+    ),
+    Mutation(
+        "no 503 past capacity",
+        "tornado.conf",
+        "    limit_conn active_requests @MAX_ACTIVE_REQUESTS@;\n",
+        "",
+        (
+            "tests/test_watchdog.py::"
+            "test_beyond_capacity_a_fast_503_and_service_returns_when_the_crowd_leaves",
+        ),
+    ),
+]
+
+
+def in_image(path: str) -> bool:
+    return any(path == item or path.startswith(item) for item in IN_IMAGE if item)
+
+
+def run(command: list[str], cwd: Path, env: dict[str, str], timeout: float) -> int:
+    try:
+        return subprocess.run(
+            command, cwd=cwd, env=env, capture_output=True, timeout=timeout, check=False
+        ).returncode
+    except subprocess.TimeoutExpired:
+        return -1
+
+
+def try_mutation(number: int, mutation: Mutation, image: str) -> tuple[str, float]:
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="tornado-bundle-mutant-") as folder:
+        copy = Path(folder) / "repo"
+        shutil.copytree(ROOT, copy, ignore=IGNORED)
+        target = copy / mutation.path
+        text = target.read_text()
+        if text.count(mutation.before) != 1:
+            return "does not apply", time.monotonic() - started
+        target.write_text(text.replace(mutation.before, mutation.after))
+        env = {**os.environ, "IMAGE": image}
+        mutant = ""
+        if in_image(mutation.path):
+            mutant = f"tornado-bundle-mutant:{number}-{uuid.uuid4().hex[:6]}"
+            build = ["docker", "build", "--quiet", "-t", mutant]
+            if run([*build, str(copy)], copy, env, 600) != 0:
+                return "build failed", time.monotonic() - started
+            env["IMAGE"] = mutant
+        try:
+            pytest = [str(PYTEST), "-x", "-q", "-p", "no:cacheprovider", *mutation.tests]
+            code = run(pytest, copy, env, 900)
+        finally:
+            if mutant:
+                subprocess.run(["docker", "image", "rm", "-f", mutant], capture_output=True)
+    verdict = {0: "MISSED", 1: "caught", -1: "caught (timed out)"}.get(code, f"error {code}")
+    return verdict, time.monotonic() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("numbers", nargs="*", type=int, help="which mutations (default: all)")
+    parser.add_argument("--image", default=os.environ.get("IMAGE", "tornado-bundle:latest"))
+    arguments = parser.parse_args()
+    chosen = arguments.numbers or list(range(1, len(MUTATIONS) + 1))
+    rows = []
+    for number in chosen:
+        mutation = MUTATIONS[number - 1]
+        verdict, seconds = try_mutation(number, mutation, arguments.image)
+        rows.append((number, mutation, verdict))
+        print(f"{number:>2}. {verdict:<8} {seconds:5.0f}s  {mutation.what}", flush=True)
+    print("\n| # | mutation | file | caught by | result |\n|---|---|---|---|---|")
+    for number, mutation, verdict in rows:
+        tests = ", ".join(f"`{t.split('::')[-1]}`" for t in mutation.tests)
+        print(f"| {number} | {mutation.what} | `{mutation.path}` | {tests} | {verdict} |")
+    return 0 if all(verdict.startswith("caught") for _, _, verdict in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
