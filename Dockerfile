@@ -45,13 +45,19 @@ LABEL org.opencontainers.image.title="tornado-bundle" \
       org.opencontainers.image.base.name="${BASE_IMAGE}"
 
 # Debian's nginx and python3, current in trixie and trixie-security at build time. procps gives `ps` and
-# `kill` for operating the container by hand. Debian's site files are removed: the bundle's
+# `kill` for operating the container by hand; ca-certificates is the set of CAs an app's own
+# HTTPS calls trust (tornado.httpclient, OAuth). Debian's site files are removed: the bundle's
 # nginx.conf includes only the rendered tornado.conf. The log symlinks send anything that opens
 # nginx's default log paths (`nginx -t` before reading the config) to the container's output.
 # Not pinned, for the reason given in the first stage.
 # hadolint ignore=DL3008
 RUN apt-get update; \
-    apt-get install -y --no-install-recommends nginx python3 procps; \
+    apt-get install -y --no-install-recommends nginx python3 procps ca-certificates; \
+    # Build-time trust stays in the build: CA certificates that the base image carries from the
+    # machine that built it (base-image/build.sh adds them for a TLS-intercepting proxy) were
+    # needed by apt above, and are not trusted at run time: Debian's set only (README: Trust).
+    rm -f /usr/local/share/ca-certificates/*.crt; \
+    update-ca-certificates --fresh >/dev/null; \
     rm -rf /var/lib/apt/lists/* /var/log/apt/* /var/log/dpkg.log \
         /etc/nginx/sites-available /etc/nginx/sites-enabled /etc/nginx/conf.d \
         /etc/nginx/modules-enabled /var/www/html; \
@@ -59,7 +65,9 @@ RUN apt-get update; \
     ln -sf /dev/stderr /var/log/nginx/error.log; \
     groupadd --system --gid 10001 tornado; \
     useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
-        --shell /usr/sbin/nologin tornado
+        --shell /usr/sbin/nologin tornado; \
+    # No setuid/setgid programs (su, mount, passwd, ...): nothing here changes user.
+    find / -xdev -perm /6000 -type f -exec chmod a-s {} +
 
 COPY --from=venv /opt/venv /opt/venv
 COPY container/nginx.conf /etc/nginx/nginx.conf

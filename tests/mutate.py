@@ -26,7 +26,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PYTEST = ROOT / "tests" / ".venv" / "bin" / "pytest"
 # What the Dockerfile copies (.dockerignore): a change here needs a rebuilt image.
-IN_IMAGE = ("main.py", "tornado.conf", "supervisord.conf", "tornado_bundle/", "container/")
+IN_IMAGE = (
+    "Dockerfile",
+    "main.py",
+    "tornado.conf",
+    "supervisord.conf",
+    "tornado_bundle/",
+    "container/",
+)
 IGNORED = shutil.ignore_patterns(".git", ".venv", "__pycache__", ".pytest_cache", "results")
 
 
@@ -74,8 +81,19 @@ MUTATIONS = [
     Mutation(
         "drain returns at once",
         "tornado_bundle/runner.py",
-        "    if not await tracker.wait_idle(timeout):",
-        "    if not await tracker.wait_idle(0):",
+        "    server.stop()\n    closed = close_websockets()",
+        "    server.stop()\n    return\n    closed = close_websockets()",
+        (
+            "tests/test_runner.py::test_drain_lets_the_in_flight_request_finish_and_refuses_new_ones",
+            "tests/test_resilience.py::test_a_restarted_instance_finishes_its_in_flight_request",
+        ),
+    ),
+    Mutation(
+        "drain closes every connection at once",
+        "tornado_bundle/runner.py",
+        "    server.stop()\n    closed = close_websockets()",
+        "    server.stop()\n    await server.close_all_connections()\n"
+        "    closed = close_websockets()",
         (
             "tests/test_runner.py::test_drain_lets_the_in_flight_request_finish_and_refuses_new_ones",
             "tests/test_resilience.py::test_a_restarted_instance_finishes_its_in_flight_request",
@@ -102,8 +120,8 @@ MUTATIONS = [
     Mutation(
         "WebSocket map sends Connection: close to plain requests",
         "tornado.conf",
-        "    '' '';\n}\n\n# Static",
-        "    '' close;\n}\n\n# Static",
+        "    default upgrade;\n    '' '';",
+        "    default upgrade;\n    '' close;",
         (
             "tests/test_long_lived.py::"
             "test_plain_requests_keep_reusing_upstream_connections_after_websockets",
@@ -216,6 +234,20 @@ MUTATIONS = [
         ("tests/test_watchdog.py::test_3000_active_keep_alive_clients_get_only_200s",),
     ),
     Mutation(
+        "the build host's CA certificates kept",
+        "Dockerfile",
+        "    rm -f /usr/local/share/ca-certificates/*.crt; \\\n",
+        "",
+        ("tests/test_trust.py::test_the_runtime_trusts_debian_s_ca_set_and_nothing_else",),
+    ),
+    Mutation(
+        "setuid bits kept",
+        "Dockerfile",
+        "    find / -xdev -perm /6000 -type f -exec chmod a-s {} +",
+        "    true",
+        ("tests/test_trust.py::test_no_setuid_or_setgid_file",),
+    ),
+    Mutation(
         "no 503 past capacity",
         "tornado.conf",
         "    limit_conn active_requests @MAX_ACTIVE_REQUESTS@;\n",
@@ -241,6 +273,13 @@ def run(command: list[str], cwd: Path, env: dict[str, str], timeout: float) -> i
         return -1
 
 
+def control(chosen: list[int]) -> Mutation:
+    """No change at all, and every test that the chosen mutations name: all must pass, or a
+    "caught" below could be a test that fails anyway."""
+    tests = sorted({test for number in chosen for test in MUTATIONS[number - 1].tests})
+    return Mutation("control: no change, the same tests pass", "main.py", "", "", tuple(tests))
+
+
 def try_mutation(number: int, mutation: Mutation, image: str) -> tuple[str, float]:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="tornado-bundle-mutant-") as folder:
@@ -248,12 +287,13 @@ def try_mutation(number: int, mutation: Mutation, image: str) -> tuple[str, floa
         shutil.copytree(ROOT, copy, ignore=IGNORED)
         target = copy / mutation.path
         text = target.read_text()
-        if text.count(mutation.before) != 1:
+        if number and text.count(mutation.before) != 1:
             return "does not apply", time.monotonic() - started
-        target.write_text(text.replace(mutation.before, mutation.after))
+        if number:
+            target.write_text(text.replace(mutation.before, mutation.after))
         env = {**os.environ, "IMAGE": image}
         mutant = ""
-        if in_image(mutation.path):
+        if number and in_image(mutation.path):
             mutant = f"tornado-bundle-mutant:{number}-{uuid.uuid4().hex[:6]}"
             build = ["docker", "build", "--quiet", "-t", mutant]
             if run([*build, str(copy)], copy, env, 600) != 0:
@@ -265,6 +305,8 @@ def try_mutation(number: int, mutation: Mutation, image: str) -> tuple[str, floa
         finally:
             if mutant:
                 subprocess.run(["docker", "image", "rm", "-f", mutant], capture_output=True)
+    if not number:
+        return ("passes" if code == 0 else f"CONTROL FAILED ({code})"), time.monotonic() - started
     verdict = {0: "MISSED", 1: "caught", -1: "caught (timed out)"}.get(code, f"error {code}")
     return verdict, time.monotonic() - started
 
@@ -278,16 +320,18 @@ def main() -> int:
     arguments = parser.parse_args()
     chosen = arguments.numbers or list(range(1, len(MUTATIONS) + 1))
     rows = []
-    for number in chosen:
-        mutation = MUTATIONS[number - 1]
+    for number in [0, *chosen]:
+        mutation = MUTATIONS[number - 1] if number else control(chosen)
         verdict, seconds = try_mutation(number, mutation, arguments.image)
         rows.append((number, mutation, verdict))
         print(f"{number:>2}. {verdict:<8} {seconds:5.0f}s  {mutation.what}", flush=True)
     print("\n| # | mutation | file | caught by | result |\n|---|---|---|---|---|")
-    for number, mutation, verdict in rows:
+    for number, mutation, verdict in rows[1:]:
         tests = ", ".join(f"`{t.split('::')[-1]}`" for t in mutation.tests)
         print(f"| {number} | {mutation.what} | `{mutation.path}` | {tests} | {verdict} |")
-    return 0 if all(verdict.startswith("caught") for _, _, verdict in rows) else 1
+    print(f"\ncontrol (no change, the same tests): {rows[0][2]}")
+    passed = rows[0][2] == "passes"
+    return 0 if passed and all(verdict.startswith("caught") for _, _, verdict in rows[1:]) else 1
 
 
 if __name__ == "__main__":
