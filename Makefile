@@ -24,7 +24,7 @@ BENCH_ARGS ?=
 MUTATIONS ?=
 
 SHELL_SCRIPTS := base-image/build.sh container/entrypoint.sh container/entrypoint.d/*.sh \
-	container/bin/* .ci/run
+	container/bin/* bench/seed/start.sh .ci/run
 PYTHON_SOURCES := main.py tornado_bundle examples tests bench/run.py bench/tornado_alone.py
 
 .DEFAULT_GOAL := help

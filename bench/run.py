@@ -16,18 +16,24 @@ import os
 import platform
 import re
 import shutil
-import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
-import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
+# The tests' harness starts containers and waits for them: one helper for both.
+sys.path.insert(0, str(BENCH.parent / "tests"))
+from harness import docker as docker_run  # noqa: E402
+from harness import http_get, wait_for  # noqa: E402
+from harness import start as start_container  # noqa: E402
+
 RESULTS = BENCH / "results"
 LOOPBACK = "127.0.0.1"
 NAME_PREFIX = "tornado-bundle-bench-"
@@ -36,17 +42,21 @@ NAME_PREFIX = "tornado-bundle-bench-"
 @dataclass
 class Contender:
     name: str
-    run_args: list[str]
-    port: int
     key: str
+    image: str
+    # docker run options and the command after the image; the port the contender listens on
+    # inside the container when it is published instead of on the host network (LISTEN_PORT).
+    options: list[str] = field(default_factory=list)
+    command: list[str] = field(default_factory=list)
+    container_port: int = 80
+    # On the host network (the production path: no docker-proxy) unless it says otherwise.
+    host_network: bool = True
+    # What the load asks for.
+    path: str = "/"
     container: str = ""
     host_port: int = 0
     rounds: list[dict[str, float]] = field(default_factory=list)
     memory_mib: float = 0.0
-    # What the load asks for, and whether the contender runs on the host network (no
-    # docker-proxy: nginx and the instances on free 127.0.0.1 ports).
-    path: str = "/"
-    host_network: bool = False
 
 
 @dataclass
@@ -56,10 +66,7 @@ class Load:
 
 
 def docker(*args: str, check: bool = True) -> str:
-    result = subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
-    if check and result.returncode != 0:
-        raise SystemExit(f"bench: docker {' '.join(args[:3])} failed: {result.stderr.strip()}")
-    return result.stdout
+    return docker_run(*args, check=check, timeout=300).stdout
 
 
 STATIC_FILE = "/static/10k.txt"
@@ -79,96 +86,77 @@ def bench_app_dir() -> Path:
 
 def contenders(image: str, seed_image: str, app_dir: Path) -> list[Contender]:
     mount = f"--volume={BENCH}:/bench:ro"
-    alone = [mount, "--entrypoint", "python", image, "/bench/tornado_alone.py"]
+    alone = [mount, "--entrypoint", "python"]
+    one, two = ["/bench/tornado_alone.py", "1"], ["/bench/tornado_alone.py", "2"]
     app = [f"--volume={app_dir}:/app:ro", "--env=APP=app:make_app"]
+    # The ceiling: nginx alone, on LISTEN_PORT (host network) or 80 (published).
+    ceiling = 'sed "s/listen 80;/listen ${LISTEN_PORT:-80};/" /bench/ceiling.conf >/tmp/c.conf'
     return [
-        Contender("bundle: nginx -> 2 Tornado", [image], 80, "bundle"),
-        Contender("seed setup: nginx -> 2 Tornado", [seed_image], 80, "seed"),
-        Contender("Tornado alone, 1 process", [*alone, "1"], 8000, "alone1"),
-        Contender("Tornado fork_processes(2)", [*alone, "2"], 8000, "fork2"),
+        Contender("bundle: nginx -> 2 Tornado", "bundle", image),
+        Contender("seed setup: nginx -> 2 Tornado", "seed", seed_image),
+        Contender("Tornado alone, 1 process", "alone1", image, alone, one),
+        Contender("Tornado fork_processes(2)", "fork2", image, alone, two),
         Contender(
             "nginx return 200 (ceiling)",
-            [mount, "--entrypoint", "nginx", image, "-c", "/bench/ceiling.conf"],
-            80,
             "ceiling",
+            image,
+            [mount, "--entrypoint", "sh"],
+            ["-c", f"{ceiling} && exec nginx -c /tmp/c.conf"],
         ),
-        Contender("bundle, WORKERS=1", ["--env=WORKERS=1", image], 80, "workers1"),
-        Contender("bundle, WORKERS=4", ["--env=WORKERS=4", image], 80, "workers4"),
+        Contender("bundle, WORKERS=1", "workers1", image, ["--env=WORKERS=1"]),
+        Contender("bundle, WORKERS=4", "workers4", image, ["--env=WORKERS=4"]),
         Contender(
-            "static 10 KB: nginx in the bundle (host network)",
-            [*app, image],
-            0,
+            "bundle, watchdog and blocked-loop monitor off",
+            "unwatched",
+            image,
+            ["--env=WATCHDOG_TIMEOUT=0", "--env=BLOCKED_LOOP_WARNING=0"],
+        ),
+        Contender(
+            "static 10 KB: nginx in the bundle",
             "static_nginx",
+            image,
+            app,
             path=STATIC_FILE,
-            host_network=True,
         ),
         Contender(
-            "static 10 KB: Tornado StaticFileHandler alone (host network)",
-            [*app, *alone, "1"],
-            0,
+            "static 10 KB: Tornado StaticFileHandler alone",
             "static_tornado",
+            image,
+            [*app, *alone],
+            one,
             path=STATIC_FILE,
-            host_network=True,
+        ),
+        # Through Docker's published ports (docker-proxy, a userland copy loop): what it costs.
+        Contender("bundle, published port", "bundle_published", image, host_network=False),
+        Contender(
+            "Tornado alone, published port",
+            "alone1_published",
+            image,
+            alone,
+            one,
+            host_network=False,
         ),
     ]
 
 
-def get_status(port: int) -> int:
-    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=2)
-    try:
-        connection.request("GET", "/")
-        response = connection.getresponse()
-        response.read()
-        return response.status
-    finally:
-        connection.close()
-
-
 def wait_for_200(port: int, timeout: float = 30) -> float:
-    """Seconds until GET / answers 200 (polling every 10 ms)."""
+    """Seconds until GET / answers 200."""
     started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        try:
-            if get_status(port) == 200:
-                return time.monotonic() - started
-        except (OSError, http.client.HTTPException):
-            pass
-        time.sleep(0.01)
-    raise SystemExit(f"bench: nothing answered 200 on 127.0.0.1:{port} within {timeout}s")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((LOOPBACK, 0))
-        return probe.getsockname()[1]
+    wait_for(lambda: http_get(port, "/", timeout=2).status == 200, timeout, 0.01, "GET / 200")
+    return time.monotonic() - started
 
 
 def start(contender: Contender) -> None:
-    contender.container = NAME_PREFIX + uuid.uuid4().hex[:8]
-    if contender.host_network:
-        contender.host_port = free_port()
-        # The bundle: nginx on the port, its instances on the next two. Tornado alone: its
-        # command's last words are "1 PORT ADDRESS".
-        network = [
-            "--network=host",
-            f"--env=LISTEN_PORT={contender.host_port}",
-            f"--env=INSTANCE_BASE_PORT={free_port()}",
-        ]
-        arguments = list(contender.run_args)
-        if "/bench/tornado_alone.py" in arguments:
-            arguments += [str(contender.host_port), LOOPBACK]
-        docker("run", "--detach", "--name", contender.container, *network, *arguments)
-    else:
-        docker(
-            "run",
-            "--detach",
-            "--name",
-            contender.container,
-            f"--publish={LOOPBACK}:0:{contender.port}",
-            *contender.run_args,
-        )
-        published = docker("port", contender.container, f"{contender.port}/tcp")
-        contender.host_port = int(re.search(r"127\.0\.0\.1:(\d+)", published).group(1))  # type: ignore[union-attr]
+    print(f"starting: {contender.name}", flush=True)
+    running = start_container(
+        options=tuple(contender.options),
+        container_port=contender.container_port,
+        image=contender.image,
+        host_network=contender.host_network,
+        command=tuple(contender.command),
+        name_prefix=NAME_PREFIX,
+    )
+    contender.container, contender.host_port = running.name, running.port
     wait_for_200(contender.host_port)
 
 
@@ -345,18 +333,17 @@ def median(contender: Contender, metric: str) -> float:
 
 
 def cold_starts(image: str, times: int) -> list[float]:
-    """`docker run` until the first 200, `times` times (the engine's own start-up included)."""
+    """`docker run` until the first 200, `times` times (the engine's own start-up included), on
+    the host network."""
     seconds = []
     for _ in range(times):
-        name = NAME_PREFIX + uuid.uuid4().hex[:8]
         started = time.monotonic()
+        container = start_container(image=image, host_network=True, name_prefix=NAME_PREFIX)
         try:
-            docker("run", "--detach", "--name", name, f"--publish={LOOPBACK}:0:80", image)
-            port = int(docker("port", name, "80/tcp").split(":")[-1])
-            wait_for_200(port)
+            wait_for_200(container.port)
             seconds.append(time.monotonic() - started)
         finally:
-            docker("rm", "--force", name, check=False)
+            docker("rm", "--force", container.name, check=False)
     return seconds
 
 
@@ -375,26 +362,71 @@ def machine() -> str:
     return f"{os.cpu_count()} cores, {model}, {system}, Docker {engine}"
 
 
-def report(
-    runs: list[Contender],
-    load: Load,
-    rounds: int,
-    starts: list[float],
-    sizes: dict[str, float],
-    breakdown: list[tuple[str, float]],
-    websockets: dict[str, list[dict[str, float]]],
-) -> str:
-    by_key = {c.key: c for c in runs}
-    tool = "wrk" if shutil.which("wrk") else "a Python load generator (wrk not installed)"
+@dataclass(frozen=True)
+class Goal:
+    """A ratio or figure the bundle aims for: at most (or at least) `bound`."""
+
+    name: str
+    bound: float
+    at_most: bool
+
+    def verdict(self, value: float) -> str:
+        met = value <= self.bound if self.at_most else value >= self.bound
+        return "yes" if met else "NO"
+
+    def text(self) -> str:
+        return f"{'≤' if self.at_most else '≥'} {self.bound:g}"
+
+
+@dataclass
+class Results:
+    runs: dict[str, Contender]
+    websockets: dict[str, list[dict[str, float]]]
+    starts: list[float]
+    sizes: dict[str, float]
+
+    def ratio(self, a: str, b: str, metric: str) -> float:
+        return median(self.runs[a], metric) / median(self.runs[b], metric)
+
+    def ws(self, key: str, metric: str) -> float:
+        return statistics.median(r[metric] for r in self.websockets[key])
+
+    def noise(self, key: str, metric: str) -> float:
+        """The spread of one contender's own rounds, relative to their median."""
+        values = [r[metric] for r in self.runs[key].rounds]
+        return (max(values) - min(values)) / statistics.median(values)
+
+
+CPU = "cpu_us_per_request"
+# The goals, each with how it is computed from the results.
+GOALS: list[tuple[Goal, Callable[[Results], float]]] = [
+    (
+        Goal("CPU/request, bundle ÷ Tornado alone", 1.3, True),
+        lambda r: r.ratio("bundle", "alone1", CPU),
+    ),
+    (Goal("CPU/request, bundle ÷ seed setup", 0.5, True), lambda r: r.ratio("bundle", "seed", CPU)),
+    (Goal("req/s, bundle ÷ seed setup", 1.6, False), lambda r: r.ratio("bundle", "seed", "rps")),
+    (Goal("p99, bundle ÷ seed setup", 1.0, True), lambda r: r.ratio("bundle", "seed", "p99_ms")),
+    (
+        Goal("req/s, bundle ÷ fork_processes(2)", 0.9, False),
+        lambda r: r.ratio("bundle", "fork2", "rps"),
+    ),
+    (Goal("image MB", 130, True), lambda r: r.sizes["image"]),
+    (Goal("cold start s (median of 5)", 1.5, True), lambda r: statistics.median(r.starts)),
+    (Goal("memory MiB, 2 instances", 60, True), lambda r: r.runs["bundle"].memory_mib),
+    (
+        Goal("static 10 KB req/s, nginx ÷ Tornado StaticFileHandler", 10, False),
+        lambda r: r.ratio("static_nginx", "static_tornado", "rps"),
+    ),
+    (
+        Goal("WebSocket round trips/s, through nginx ÷ straight to one instance", 0.8, False),
+        lambda r: r.ws("static_nginx", "rate") / r.ws("static_tornado", "rate"),
+    ),
+]
+
+
+def contender_table(runs: list[Contender]) -> list[str]:
     lines = [
-        f"# make bench, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
-        "",
-        f"Machine: {machine()}.",
-        f"Load: {tool}, {load.connections} keep-alive connections, {load.seconds} s per round, "
-        f"{rounds} rounds alternating between contenders, median shown; all traffic to 127.0.0.1, "
-        "through Docker's published ports unless the contender says host network; only 2xx "
-        "answers count.",
-        "",
         "| contender | req/s | p50 ms | p99 ms | errors | CPU µs/request | memory MiB |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
@@ -402,46 +434,47 @@ def report(
         lines.append(
             f"| {c.name} | {median(c, 'rps'):,.0f} | {median(c, 'p50_ms'):.2f} | "
             f"{median(c, 'p99_ms'):.2f} | {sum(r['errors'] for r in c.rounds):.0f} | "
-            f"{median(c, 'cpu_us_per_request'):.0f} | {c.memory_mib:.1f} |"
+            f"{median(c, CPU):.0f} | {c.memory_mib:.1f} |"
         )
+    return lines
 
-    def ratio(a: str, b: str, metric: str) -> float:
-        return median(by_key[a], metric) / median(by_key[b], metric)
 
-    def ws(key: str, metric: str) -> float:
-        return statistics.median(r[metric] for r in websockets[key])
-
-    cpu = "cpu_us_per_request"
-    goals = [
-        ("CPU/request, bundle ÷ Tornado alone", ratio("bundle", "alone1", cpu), "≤ 1.3", 1.3, True),
-        ("CPU/request, bundle ÷ seed setup", ratio("bundle", "seed", cpu), "≤ 0.5", 0.5, True),
-        ("req/s, bundle ÷ seed setup", ratio("bundle", "seed", "rps"), "≥ 1.6", 1.6, False),
-        ("p99, bundle ÷ seed setup", ratio("bundle", "seed", "p99_ms"), "< 1.0", 1.0, True),
-        ("req/s, bundle ÷ fork_processes(2)", ratio("bundle", "fork2", "rps"), "≥ 0.9", 0.9, False),
-        ("image MB", sizes["image"], "≤ 130", 130, True),
-        ("cold start s (median of 5)", statistics.median(starts), "≤ 1.5", 1.5, True),
-        ("memory MiB, 2 instances", by_key["bundle"].memory_mib, "≤ 60", 60, True),
-        (
-            "static 10 KB req/s, nginx ÷ Tornado StaticFileHandler",
-            ratio("static_nginx", "static_tornado", "rps"),
-            "≥ 10",
-            10,
-            False,
-        ),
-        (
-            "WebSocket round trips/s, through nginx ÷ straight to one instance",
-            ws("static_nginx", "rate") / ws("static_tornado", "rate"),
-            "≥ 0.8",
-            0.8,
-            False,
-        ),
+def report(results: Results, load: Load, rounds: int, breakdown: list[tuple[str, float]]) -> str:
+    runs = list(results.runs.values())
+    host = [c for c in runs if c.host_network]
+    published = [c for c in runs if not c.host_network]
+    tool = "wrk" if shutil.which("wrk") else "a Python load generator (wrk not installed)"
+    lines = [
+        f"# make bench, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"Machine: {machine()}.",
+        f"Load: {tool}, {load.connections} keep-alive connections, {load.seconds} s per round, "
+        f"{rounds} rounds alternating between contenders, median shown; only 2xx answers count. "
+        "All traffic to 127.0.0.1, on the host network (no docker-proxy: the path production "
+        "traffic takes) unless the contender says published port.",
+        "",
+        *contender_table(host),
+        "",
+        "Through Docker's published ports (docker-proxy, a userland copy loop on the same cores):",
+        "",
+        *contender_table(published),
+        "",
+        "| measure | value | goal | met |",
+        "|---|---:|---:|---|",
     ]
-    lines += ["", "| measure | value | goal | met |", "|---|---:|---:|---|"]
-    for name, value, goal, bound, at_most in goals:
-        met = value <= bound if at_most else value >= bound
-        lines.append(f"| {name} | {value:.2f} | {goal} | {'yes' if met else 'NO'} |")
-    per_core = 1e6 / median(by_key["bundle"], cpu)
+    for goal, compute in GOALS:
+        value = compute(results)
+        lines.append(f"| {goal.name} | {value:.2f} | {goal.text()} | {goal.verdict(value)} |")
+    watch = results.ratio("bundle", "unwatched", CPU)
+    noise = results.noise("bundle", CPU)
+    sizes, starts = results.sizes, results.starts
+    per_core = 1e6 / median(results.runs["bundle"], CPU)
     lines += [
+        f"| CPU/request, bundle ÷ bundle with watchdog and blocked-loop monitor off | "
+        f"{watch:.2f} | within the bundle's own round-to-round spread ({noise:.2f}) | "
+        f"{'yes' if abs(watch - 1) <= noise else 'NO'} |",
+        f"| req/s, published port ÷ host network (bundle) | "
+        f"{results.ratio('bundle_published', 'bundle', 'rps'):.2f} | (what docker-proxy costs) | |",
         "",
         f"Image: {sizes['image']:.1f} MB, of which {sizes['image'] - sizes['base']:.1f} MB on top "
         f"of the base image ({sizes['base']:.1f} MB). Cold start (docker run to first 200): "
@@ -449,10 +482,11 @@ def report(
         + " s.",
         f"Expected throughput per core, from the bundle's CPU per request: ~{per_core:,.0f} req/s.",
         "",
-        f"WebSocket echo ({WEBSOCKET_CLIENTS} connections, host network, median of the rounds): "
-        f"through nginx to 2 instances {ws('static_nginx', 'rate'):,.0f} round trips/s at "
-        f"{ws('static_nginx', 'cpu_us'):.0f} µs of container CPU each; straight to one instance "
-        f"{ws('static_tornado', 'rate'):,.0f} at {ws('static_tornado', 'cpu_us'):.0f} µs.",
+        f"WebSocket echo ({WEBSOCKET_CLIENTS} connections, median of the rounds): through nginx "
+        f"to 2 instances {results.ws('static_nginx', 'rate'):,.0f} round trips/s at "
+        f"{results.ws('static_nginx', 'cpu_us'):.0f} µs of container CPU each; straight to one "
+        f"instance {results.ws('static_tornado', 'rate'):,.0f} at "
+        f"{results.ws('static_tornado', 'cpu_us'):.0f} µs.",
         "",
         "Where the bundle's CPU goes (one more round, per process, µs per request):",
         "",
@@ -475,7 +509,7 @@ def chart(runs: list[Contender], path: Path) -> bool:
         return False
     by_key = {c.key: c for c in runs}
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5), width_ratios=[3, 1.3])
-    hello = [c for c in runs if not c.key.startswith(("workers", "static"))]
+    hello = [c for c in runs if c.host_network and not c.key.startswith(("workers", "static"))]
     left.barh([c.name for c in hello], [median(c, "rps") for c in hello], color="#4c72b0")
     left.invert_yaxis()
     left.set_xlabel("requests/s (median)")
@@ -535,7 +569,8 @@ def main() -> int:
     sizes = {"image": image_mb(arguments.image), "base": image_mb(arguments.base_image)}
 
     RESULTS.mkdir(exist_ok=True)
-    text = report(runs, load, arguments.rounds, starts, sizes, breakdown, websockets)
+    results = Results({c.key: c for c in runs}, websockets, starts, sizes)
+    text = report(results, load, arguments.rounds, breakdown)
     if chart(runs, RESULTS / "latest.png"):
         text += "\n![throughput](latest.png)\n"
     (RESULTS / "latest.md").write_text(text)

@@ -1,9 +1,11 @@
 """Tornado without nginx or Supervisor, for `make bench`: the app that APP names (main:make_app,
-from /app) on ADDRESS:PORT (0.0.0.0:8000), as one process or as Tornado's multi-process mode
-(fork_processes, one shared port), logging as the bundle's instances do. Run in the bundle's
-image: python /bench/tornado_alone.py PROCESSES [PORT [ADDRESS]]"""
+from /app) as one process or as Tornado's multi-process mode (fork_processes, one shared port),
+logging as the bundle's instances do. It listens where nginx would: on LISTEN_PORT (the image's
+80, or the port the bench gives it on the host network), every address. Run in the bundle's
+image: python /bench/tornado_alone.py PROCESSES"""
 
 import asyncio
+import os
 import sys
 
 import tornado.netutil
@@ -29,5 +31,4 @@ def run(processes: int, port: int, address: str) -> None:
 
 
 if __name__ == "__main__":
-    arguments = sys.argv[1:] + ["8000", "0.0.0.0"][len(sys.argv) - 2 :]
-    run(int(arguments[0]), int(arguments[1]), arguments[2])
+    run(int(sys.argv[1]), int(os.environ.get("LISTEN_PORT", "80")), "0.0.0.0")

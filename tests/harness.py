@@ -201,10 +201,13 @@ def start(
     container_port: int = 80,
     image: str = IMAGE,
     host_network: bool = False,
+    command: tuple[str, ...] = (),
+    name_prefix: str = NAME_PREFIX,
 ) -> Container:
     """`docker run -d` the image, published on 127.0.0.1:<random> (or on the host network, nginx
-    and the instances on free 127.0.0.1 ports); does not wait for it."""
-    name = NAME_PREFIX + uuid.uuid4().hex[:10]
+    and the instances on free 127.0.0.1 ports: LISTEN_PORT, INSTANCE_BASE_PORT); does not wait
+    for it. `make bench` starts its contenders with this too."""
+    name = name_prefix + uuid.uuid4().hex[:10]
     env = dict(env or {})
     workers = int(env.get("WORKERS", DEFAULT_WORKERS))
     if host_network:
@@ -215,7 +218,7 @@ def start(
         network = [f"--publish={LOOPBACK}:0:{container_port}"]
     base_port = int(env.get("INSTANCE_BASE_PORT", DEFAULT_BASE_PORT))
     env_options = [f"--env={key}={value}" for key, value in env.items()]
-    docker("run", "--detach", "--name", name, *network, *env_options, *options, image)
+    docker("run", "--detach", "--name", name, *network, *env_options, *options, image, *command)
     port = int(env["LISTEN_PORT"]) if host_network else _published_port(name, container_port)
     return Container(name, port, container_port, workers, base_port)
 
