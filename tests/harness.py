@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import random
 import re
 import socket
 import subprocess
@@ -22,6 +23,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 IMAGE = os.environ.get("IMAGE", "tornado-bundle:latest")
 BUILDER_IMAGE = os.environ.get("BUILDER_IMAGE", "tornado-bundle:builder")
@@ -84,20 +86,34 @@ def http_get(
         connection.close()
 
 
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+# Ports handed out by this process, never handed out twice: containers bind theirs late.
+_GIVEN: set[int] = set()
+
+
 def free_ports(count: int) -> int:
-    """The first of `count` consecutive TCP ports that are free on 127.0.0.1 right now."""
-    for _ in range(100):
-        with socket.socket() as probe:
-            probe.bind((LOOPBACK, 0))
-            first = probe.getsockname()[1]
-        if first + count > 65535:
+    """The first of `count` consecutive TCP ports free on 127.0.0.1, chosen below the kernel's
+    ephemeral range (so that no client socket, wrk's included, can hold one meanwhile) and
+    never one this process handed out before."""
+    high = _ephemeral_start() - count
+    for _ in range(500):
+        first = random.randrange(10_000, high)
+        ports = range(first, first + count)
+        if _GIVEN.intersection(ports):
             continue
         try:
-            for port in range(first, first + count):
+            for port in ports:
                 with socket.socket() as taken:
                     taken.bind((LOOPBACK, port))
         except OSError:
             continue
+        _GIVEN.update(ports)
         return first
     raise AssertionError(f"no {count} consecutive free ports on {LOOPBACK}")
 
