@@ -252,3 +252,10 @@ def test_connection_limits_come_from_the_open_file_limit() -> None:
     assert "listen 80 default_server backlog=4096;" in site
     assert "limit_conn active_requests 7116;" in site
     assert "@" not in text + site
+
+
+def test_the_health_check_script_asks_for_the_path_the_runner_serves() -> None:
+    script = (ROOT / "container" / "bin" / "healthcheck").read_text()
+    assert f"GET {config.HEALTH_PATH} HTTP/1.0" in script
+    deployment = (ROOT / "deploy" / "kubernetes" / "deployment.yaml").read_text()
+    assert re.findall(r"^\s+path: (\S+)", deployment, re.M) == [config.HEALTH_PATH] * 2

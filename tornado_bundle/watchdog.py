@@ -189,8 +189,8 @@ class Watchdog:
             started = time.monotonic()
             try:
                 self.check(started)
-            except OSError as error:
-                log(f"error: {error}")
+            except Exception as error:  # noqa: BLE001 - the loop must go on; the log says why
+                log(f"error: {type(error).__name__}: {error}")
             time.sleep(max(0.0, PERIOD - (time.monotonic() - started)))
 
 
