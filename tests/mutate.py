@@ -248,6 +248,13 @@ MUTATIONS = [
         ("tests/test_trust.py::test_no_setuid_or_setgid_file",),
     ),
     Mutation(
+        "a crash loop longer than startsecs never stops the container",
+        "tornado_bundle/fail_fast.py",
+        "        if self.quick_exits[name] >= QUICK_EXITS:",
+        "        if False:",
+        ("tests/test_fail_fast.py",),
+    ),
+    Mutation(
         "no 503 past capacity",
         "tornado.conf",
         "    limit_conn active_requests @MAX_ACTIVE_REQUESTS@;\n",

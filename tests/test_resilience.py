@@ -209,20 +209,17 @@ def test_an_instance_that_cannot_stay_up_stops_the_container_non_zero() -> None:
         pid = container.pid_of("tornadoes:tornado-8001")
         docker("exec", "--detach", container.name, "python", "-c", TAKE_PORT_8001, str(pid))
         started = time.monotonic()
-        # Measured: 2-3 s (startretries=1: one retry after 1 s); the bound leaves room for a
-        # machine busy with other work.
+        # Measured: ~3 s idle (startretries=1: one retry after 1 s), ~8 s beside a CPU hog on
+        # one of the two cores (three quick exits); the bound leaves room for a busier machine.
         wait_for(
-            lambda: not container.inspect()["State"]["Running"], 10, 0.2, "the container to exit"
+            lambda: not container.inspect()["State"]["Running"], 20, 0.2, "the container to exit"
         )
         print(f"container exited {time.monotonic() - started:.1f}s after the fault")
         assert container.inspect()["State"]["ExitCode"] == 1
         last_lines = "\n".join(container.logs().splitlines()[-15:])
         assert "cannot listen on 127.0.0.1:8001: Address already in use" in container.logs()
-        assert "gave up: tornado-8001 entered FATAL state" in last_lines
-        assert (
-            "supervisord-fail-fast: exiting with status 1: tornadoes:tornado-8001 entered FATAL"
-            in last_lines
-        )
+        # FATAL (Supervisor's startsecs), or three quick exits in a row (a busy machine).
+        assert "supervisord-fail-fast: exiting with status 1: tornadoes:tornado-8001 " in last_lines
     finally:
         remove(container.name)
 

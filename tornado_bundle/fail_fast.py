@@ -5,9 +5,11 @@ It also starts the programs at once instead of after supervisord's first 1 s pol
 Plain supervisord keeps running when a program gives up (FATAL after startretries), so the
 container looks alive while serving nothing; and when it does shut down it always exits 0, so
 `--restart on-failure` and orchestrators never see a failure. This runs supervisord in this very
-process (PID 1 in the container): on the first PROCESS_STATE_FATAL it logs which process failed,
-shuts down like on SIGTERM (the others stop gracefully), then exits 1. A manual
-`supervisorctl stop` is not FATAL and does not stop the container.
+process (PID 1 in the container): on the first PROCESS_STATE_FATAL, or the third unexpected exit
+in a row that comes within 15 s of the process's start (a crash loop that Supervisor's 1 s
+startsecs misses on a busy machine), it logs which process failed, shuts down like on SIGTERM
+(the others stop gracefully), then exits 1. A manual `supervisorctl stop` is neither, and does
+not stop the container. It also runs the watchdog thread (tornado_bundle/watchdog.py).
 
 Usage: supervisord-fail-fast [supervisord options], e.g. -c /etc/supervisor/supervisord.conf
 (container/bin/supervisord-fail-fast runs `python -m tornado_bundle.fail_fast`).
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 from supervisor import events, supervisord
 from supervisor.states import ProcessStates, SupervisorStates
@@ -25,13 +28,22 @@ from tornado_bundle import watchdog
 from tornado_bundle.config import ConfigError, watchdog_settings
 
 PROGRAM = "supervisord-fail-fast"
+# Supervisor counts a start as failed only when the process exits within startsecs (1 s); on a
+# busy machine, or with an app that takes long to import, a process that can never start lives
+# longer than that and is restarted forever. An unexpected exit this soon after its start counts
+# as a failed start too; this many of them in a row are a crash loop.
+QUICK_EXIT_SECONDS = 15.0
+QUICK_EXITS = 3
+
+
+def full_name(process_name: str, group_name: str) -> str:
+    return process_name if group_name == process_name else f"{group_name}:{process_name}"
 
 
 def describe(process_name: str, group_name: str) -> str:
-    full_name = process_name if group_name == process_name else f"{group_name}:{process_name}"
     return (
-        f"{full_name} entered FATAL: it exited too quickly on each of its start attempts "
-        "(its own last lines above say why)"
+        f"{full_name(process_name, group_name)} entered FATAL: it exited too quickly on each of "
+        "its start attempts (its own last lines above say why)"
     )
 
 
@@ -39,8 +51,11 @@ class FailFastSupervisor(supervisord.Supervisor):
     failure: str | None = None
 
     def runforever(self) -> None:
+        # Process name -> how many unexpected exits in a row came soon after a start.
+        self.quick_exits: dict[str, int] = {}
         # Subscribed here because Supervisor.run() clears every subscription before it starts.
         events.subscribe(events.ProcessStateFatalEvent, self.on_fatal)
+        events.subscribe(events.ProcessStateExitedEvent, self.on_exited)
         # supervisord's loop first waits up to 1 s for I/O, and only then spawns the programs:
         # spawn them now (in priority order, as the loop would), which takes ~1 s off every
         # container start.
@@ -72,11 +87,27 @@ class FailFastSupervisor(supervisord.Supervisor):
         return self.options.mood == SupervisorStates.RUNNING
 
     def on_fatal(self, event: events.ProcessStateFatalEvent) -> None:
+        process = event.process
+        self.fail(describe(process.config.name, process.group.config.name))
+
+    def on_exited(self, event: events.ProcessStateExitedEvent) -> None:
+        process = event.process
+        name = full_name(process.config.name, process.group.config.name)
+        if event.expected or time.time() - process.laststart > QUICK_EXIT_SECONDS:
+            self.quick_exits[name] = 0
+            return
+        self.quick_exits[name] = self.quick_exits.get(name, 0) + 1
+        if self.quick_exits[name] >= QUICK_EXITS:
+            self.fail(
+                f"{name} exited {QUICK_EXITS} times in a row within {QUICK_EXIT_SECONDS:g}s of "
+                "its start (a crash loop; its own last lines above say why)"
+            )
+
+    def fail(self, failure: str) -> None:
         if FailFastSupervisor.failure is not None:
             return
-        process = event.process
-        FailFastSupervisor.failure = describe(process.config.name, process.group.config.name)
-        self.options.logger.critical(f"{PROGRAM}: {FailFastSupervisor.failure}; shutting down")
+        FailFastSupervisor.failure = failure
+        self.options.logger.critical(f"{PROGRAM}: {failure}; shutting down")
         # What supervisord's own SIGTERM handler does: stop every process, then return.
         self.options.mood = SupervisorStates.SHUTDOWN
 
