@@ -17,7 +17,6 @@ import platform
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -31,7 +30,7 @@ BENCH = Path(__file__).resolve().parent
 # The tests' harness starts containers and waits for them: one helper for both.
 sys.path.insert(0, str(BENCH.parent / "tests"))
 from harness import docker as docker_run  # noqa: E402
-from harness import http_get, wait_for  # noqa: E402
+from harness import http_get, wait_for, wrk  # noqa: E402
 from harness import start as start_container  # noqa: E402
 
 RESULTS = BENCH / "results"
@@ -211,40 +210,7 @@ def memory_mib(name: str) -> float:
 
 
 def run_wrk(port: int, load: Load, path: str = "/") -> dict[str, float]:
-    output = subprocess.run(
-        [
-            "wrk",
-            "--threads",
-            "1",
-            "--connections",
-            str(load.connections),
-            "--duration",
-            f"{load.seconds}s",
-            "--latency",
-            f"http://{LOOPBACK}:{port}{path}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
-    errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", output))
-    non_2xx_match = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    non_2xx = int(non_2xx_match.group(1)) if non_2xx_match else 0
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
-    return {
-        "requests": requests,
-        # Only successful answers count: a contender that answers 502 fast must not win.
-        "rps": rps * (requests - non_2xx) / max(requests, 1),
-        "p50_ms": _wrk_latency(output, "50%"),
-        "p99_ms": _wrk_latency(output, "99%"),
-        "errors": errors + non_2xx,
-    }
-
-
-def _wrk_latency(output: str, percentile: str) -> float:
-    value, unit = re.search(rf"{percentile}\s+([\d.]+)(us|ms|s)", output).groups()  # type: ignore[union-attr]
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    return wrk(port, load.connections, load.seconds, path)
 
 
 def run_python_load(port: int, load: Load, path: str = "/") -> dict[str, float]:

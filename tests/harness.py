@@ -14,6 +14,7 @@ import json
 import os
 import random
 import re
+import shutil
 import socket
 import subprocess
 import threading
@@ -387,3 +388,50 @@ class LoadLoop:
         response = connection.getresponse()
         response.read()
         return response.status, response.will_close
+
+
+def wrk(
+    port: int,
+    connections: int,
+    seconds: int,
+    path: str = "/",
+    threads: int = 1,
+    timeout: float | None = None,
+) -> dict[str, float]:
+    """A wrk run against 127.0.0.1:PORT and its own figures: requests, req/s of 2xx answers only
+    (a server that answers 502 fast must not win), p50/p99 latency in ms, socket errors and
+    non-2xx answers. `timeout` is wrk's per-request timeout (its own default: 2 s)."""
+    binary = shutil.which("wrk")
+    assert binary, "wrk is not installed (apt-get install wrk)"
+    options = [f"--threads={threads}", f"--connections={connections}", f"--duration={seconds}s"]
+    if timeout is not None:
+        options.append(f"--timeout={timeout:g}s")
+    output = subprocess.run(
+        [binary, *options, "--latency", f"http://{LOOPBACK}:{port}{path}"],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=True,
+    ).stdout
+    requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
+    errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    socket_errors = sum(int(n) for n in errors.groups()) if errors else 0
+    non_2xx_match = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    non_2xx = int(non_2xx_match.group(1)) if non_2xx_match else 0
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    return {
+        "requests": requests,
+        "rps": rps * (requests - non_2xx) / max(requests, 1),
+        "p50_ms": _wrk_latency(output, "50%"),
+        "p99_ms": _wrk_latency(output, "99%"),
+        "socket_errors": socket_errors,
+        "non_2xx": non_2xx,
+        "errors": socket_errors + non_2xx,
+    }
+
+
+def _wrk_latency(output: str, percentile: str) -> float:
+    value, unit = re.search(rf"{percentile}\s+([\d.]+)(us|ms|s)", output).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
-import subprocess
 import threading
 import time
 
 import pytest
 
-from harness import LOOPBACK, Container, LoadLoop, http_get, running, wait_for
+from harness import LOOPBACK, Container, LoadLoop, http_get, running, wait_for, wrk
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("image")]
 
@@ -107,39 +105,10 @@ def test_an_instance_above_instance_max_memory_is_restarted_gracefully() -> None
 # --- Crowds ----------------------------------------------------------------------------------
 
 
-def wrk(port: int, connections: int, seconds: int) -> dict[str, int]:
-    """wrk's own counts: requests, socket errors, non-2xx answers."""
-    binary = shutil.which("wrk")
-    assert binary, "wrk is not installed (apt-get install wrk)"
-    output = subprocess.run(
-        [
-            binary,
-            "--threads=2",
-            f"--connections={connections}",
-            f"--duration={seconds}s",
-            "--timeout=10s",
-            f"http://{LOOPBACK}:{port}/",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=seconds + 60,
-        check=True,
-    ).stdout
-    print(output)
-    errors = re.search(
-        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
-    )
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    return {
-        "requests": int(re.search(r"(\d+) requests in", output).group(1)),  # type: ignore[union-attr]
-        "socket_errors": sum(int(n) for n in errors.groups()) if errors else 0,
-        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
-    }
-
-
 def test_3000_active_keep_alive_clients_get_only_200s() -> None:
     with running(host_network=True) as bundle:
-        counts = wrk(bundle.port, 3000, 8)
+        counts = wrk(bundle.port, 3000, 8, threads=2, timeout=10)
+        print(counts)
         assert counts["socket_errors"] == 0, counts
         assert counts["non_2xx"] == 0, counts
         assert counts["requests"] > 10_000, counts
@@ -198,7 +167,7 @@ def test_10000_idle_connections_while_32_active_clients_are_served() -> None:
 
         def active_load() -> None:
             time.sleep(3)  # once the crowd is connected
-            result["wrk"] = wrk(bundle.port, 32, 5)
+            result["wrk"] = wrk(bundle.port, 32, 5, threads=2, timeout=10)
             result["memory"] = memory_mib(bundle)
 
         thread = threading.Thread(target=active_load)
