@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import tornado.web
 
-from tornado_bundle import config
+from tornado_bundle import app_loader, config
 from tornado_bundle.app_loader import AppError
 from tornado_bundle.config import ConfigError, Settings, StaticFiles, parse_settings, render
 
@@ -188,20 +188,20 @@ def app_with(tmp_path: Path, **settings: object) -> tornado.web.Application:
 
 
 def test_no_static_path_no_static_location(tmp_path: Path) -> None:
-    assert config.static_files(app_with(tmp_path), "x:y") is None
+    assert app_loader.static_files(app_with(tmp_path), "x:y") is None
     assert "location" not in config.render_static(STATIC_TEMPLATE, None)
 
 
 def test_static_location_comes_from_the_app_settings(tmp_path: Path) -> None:
     (tmp_path / "assets").mkdir()
     app = app_with(tmp_path, static_path=str(tmp_path / "assets"), static_url_prefix="/assets/")
-    static = config.static_files(app, "x:y")
+    static = app_loader.static_files(app, "x:y")
     assert static == StaticFiles(url_prefix="/assets/", path=f"{tmp_path}/assets/")
     text = config.render_static(STATIC_TEMPLATE, static)
     assert "location ^~ /assets/ {" in text
     assert f"alias {tmp_path}/assets/;" in text
     assert "@" not in text
-    default = config.static_files(app_with(tmp_path, static_path=str(tmp_path)), "x:y")
+    default = app_loader.static_files(app_with(tmp_path, static_path=str(tmp_path)), "x:y")
     assert default is not None and default.url_prefix == "/static/"
 
 
@@ -219,7 +219,7 @@ def test_static_settings_nginx_cannot_serve_are_one_line(
 ) -> None:
     app = app_with(tmp_path, **{"static_path": str(tmp_path), **settings})
     with pytest.raises(AppError) as error:
-        config.static_files(app, "x:y")
+        app_loader.static_files(app, "x:y")
     assert str(error.value).startswith("APP='x:y': ")
     assert message in str(error.value)
 
@@ -228,7 +228,7 @@ def test_static_path_with_nginx_syntax_is_refused(tmp_path: Path) -> None:
     odd = tmp_path / "a;b"
     odd.mkdir()
     with pytest.raises(AppError, match="has characters nginx cannot take"):
-        config.static_files(app_with(tmp_path, static_path=str(odd)), "x:y")
+        app_loader.static_files(app_with(tmp_path, static_path=str(odd)), "x:y")
 
 
 def test_watchdog_and_instance_settings() -> None:

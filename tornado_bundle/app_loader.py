@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 import tornado.web
 
-from tornado_bundle.config import APP_ENV, DEFAULT_APP
+from tornado_bundle.config import APP_ENV, DEFAULT_APP, NGINX_SAFE_PATH, StaticFiles
 
 APP_SPEC = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
 
@@ -84,3 +84,24 @@ def load_app(spec: str) -> tornado.web.Application:
             spec, f"{attribute}() returned a {type(app).__name__}, not a tornado.web.Application"
         )
     return app
+
+
+def static_files(app: tornado.web.Application, spec: str) -> StaticFiles | None:
+    """The app's static_path and static_url_prefix (Tornado's own settings), checked for nginx;
+    None when the app has no static_path. Raises AppError."""
+    path = app.settings.get("static_path")
+    if not path:
+        return None
+    prefix = app.settings.get("static_url_prefix", "/static/")
+    resolved = os.path.abspath(path)
+    if not os.path.isdir(resolved):
+        raise AppError(spec, f"static_path {resolved!r} is not a directory")
+    if not NGINX_SAFE_PATH.fullmatch(resolved):
+        raise AppError(spec, f"static_path {resolved!r} has characters nginx cannot take here")
+    if not (NGINX_SAFE_PATH.fullmatch(prefix) and prefix.endswith("/") and prefix != "/"):
+        raise AppError(
+            spec,
+            f"static_url_prefix {prefix!r} is not a path that starts and ends with '/' "
+            "(and is not '/')",
+        )
+    return StaticFiles(url_prefix=prefix, path=resolved.rstrip("/") + "/")

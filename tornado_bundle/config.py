@@ -1,10 +1,8 @@
 """Environment -> validated settings -> the rendered nginx site and the instances file.
 
-Runs once at container start, before any process (docker-entrypoint.d/10-render-config.sh):
-    python -m tornado_bundle.config
-A wrong value stops the container with one line: the variable, the bad value, what is allowed.
-It also loads the app that APP names, once, so that a broken app stops the container before
-anything starts, and so that nginx serves the app's own static_path at its static_url_prefix.
+The settings and renderings that tornado_bundle/start.py (the start hook) writes, and that the
+runner and the watchdog read. A wrong value is a ConfigError: one line with the variable, the bad
+value, what is allowed. Nothing here imports Tornado or the app: PID 1 imports this module.
 
 Defaults are the DEFAULTS below; the Dockerfile's ENV repeats those that supervisord.conf
 expands, and tests/test_config.py checks that the two agree.
@@ -13,17 +11,11 @@ expands, and tests/test_config.py checks that the two agree.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import resource
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # Tornado is imported only where an app is loaded: PID 1 never loads it.
-    import tornado.web
 
 APP_ENV = "APP"
 DEFAULT_APP = "main:make_app"
@@ -131,7 +123,8 @@ class StaticFiles:
     path: str
 
 
-def _env(environ: Mapping[str, str]) -> dict[str, str]:
+def environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """Every variable the bundle reads, with its default where it is not set."""
     return {name: environ.get(name, default) for name, default in DEFAULTS.items()}
 
 
@@ -185,7 +178,7 @@ def _proxy_read_timeout(env: Mapping[str, str]) -> int:
 
 def parse_settings(environ: Mapping[str, str]) -> Settings:
     """The validated settings; raises ConfigError on the first wrong value."""
-    env = _env(environ)
+    env = environment(environ)
     workers = _whole_number("WORKERS", env["WORKERS"], 1, MAX_WORKERS)
     base_port = _whole_number(
         "INSTANCE_BASE_PORT", env["INSTANCE_BASE_PORT"], 1024, 65535 - workers
@@ -250,7 +243,7 @@ def _max_memory(env: Mapping[str, str]) -> int | None:
 
 
 def watchdog_settings(environ: Mapping[str, str]) -> WatchdogSettings:
-    env = _env(environ)
+    env = environment(environ)
     return WatchdogSettings(
         timeout=_whole_number("WATCHDOG_TIMEOUT", env["WATCHDOG_TIMEOUT"], 0, MAX_WATCHDOG_TIMEOUT),
         max_memory_bytes=_max_memory(env),
@@ -259,7 +252,7 @@ def watchdog_settings(environ: Mapping[str, str]) -> WatchdogSettings:
 
 def instance_settings(environ: Mapping[str, str]) -> InstanceSettings:
     """The part of the settings that a Tornado instance uses; raises ConfigError."""
-    env = _env(environ)
+    env = environment(environ)
     return InstanceSettings(
         diagnostics=_on_off("DIAGNOSTICS", env["DIAGNOSTICS"]),
         # Three pings per nginx read timeout: an idle WebSocket is never cut by nginx, and one
@@ -267,29 +260,6 @@ def instance_settings(environ: Mapping[str, str]) -> InstanceSettings:
         websocket_ping_interval=_proxy_read_timeout(env) / 3,
         blocked_loop_warning=_blocked_loop_warning(env),
     )
-
-
-def static_files(app: tornado.web.Application, spec: str) -> StaticFiles | None:
-    """The app's static_path and static_url_prefix (Tornado's own settings), checked for nginx;
-    None when the app has no static_path. Raises AppError."""
-    from tornado_bundle.app_loader import AppError
-
-    path = app.settings.get("static_path")
-    if not path:
-        return None
-    prefix = app.settings.get("static_url_prefix", "/static/")
-    resolved = os.path.abspath(path)
-    if not os.path.isdir(resolved):
-        raise AppError(spec, f"static_path {resolved!r} is not a directory")
-    if not NGINX_SAFE_PATH.fullmatch(resolved):
-        raise AppError(spec, f"static_path {resolved!r} has characters nginx cannot take here")
-    if not (NGINX_SAFE_PATH.fullmatch(prefix) and prefix.endswith("/") and prefix != "/"):
-        raise AppError(
-            spec,
-            f"static_url_prefix {prefix!r} is not a path that starts and ends with '/' "
-            "(and is not '/')",
-        )
-    return StaticFiles(url_prefix=prefix, path=resolved.rstrip("/") + "/")
 
 
 @dataclass(frozen=True)
@@ -387,47 +357,3 @@ def write_atomically(path: Path, text: str) -> None:
     partial = path.with_suffix(".partial")
     partial.write_text(text)
     partial.replace(path)
-
-
-def main() -> int:
-    from tornado_bundle.app_loader import AppError, load_app
-
-    try:
-        settings = parse_settings(os.environ)
-        instance_settings(os.environ)
-        watchdog_settings(os.environ)
-        spec = _env(os.environ)[APP_ENV]
-        static = static_files(load_app(spec), spec)
-    except (ConfigError, AppError) as error:
-        print(f"{PROGRAM}: error: {error}", file=sys.stderr)
-        return 1
-    limits = capacity()
-    outputs = {
-        SITE: render((TEMPLATES / SITE_TEMPLATE).read_text(), settings, limits),
-        STATIC: render_static((TEMPLATES / STATIC_TEMPLATE).read_text(), static),
-        LIMITS: render_limits((TEMPLATES / LIMITS_TEMPLATE).read_text(), limits),
-        INSTANCES: "".join(f"{port}\n" for port in settings.ports),
-    }
-    for path, text in outputs.items():
-        try:
-            write_atomically(path, text)
-        except OSError as error:
-            print(
-                f"{PROGRAM}: error: cannot write {path}: {error.strerror}; /tmp must be writable "
-                "(with --read-only, add --tmpfs /tmp)",
-                file=sys.stderr,
-            )
-            return 1
-    method = settings.lb_method + (f" {settings.weights}" if settings.weights else "")
-    where = f", static files {static.url_prefix} from {static.path}" if static else ""
-    print(
-        f"{PROGRAM}: APP={spec}, {settings.workers} Tornado instance(s) on ports "
-        f"{settings.ports.start}-{settings.ports.stop - 1}, {method}, nginx on "
-        f":{settings.listen_port}{where}; {limits.worker_connections} connections "
-        f"(open files {limits.open_files}), listen backlog {limits.listen_backlog}"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
