@@ -71,7 +71,8 @@ RUN apt-get update; \
 
 COPY --from=venv /opt/venv /opt/venv
 COPY container/nginx.conf /etc/nginx/nginx.conf
-COPY tornado.conf container/static-files.conf container/limits.conf /etc/nginx/templates/
+COPY tornado.conf container/static-files.conf container/limits.conf container/tls.conf \
+    /etc/nginx/templates/
 COPY supervisord.conf /etc/supervisor/supervisord.conf
 COPY container/entrypoint.sh /docker-entrypoint.sh
 COPY container/entrypoint.d/ /docker-entrypoint.d/
@@ -98,7 +99,9 @@ ENV PATH="/opt/venv/bin:${PATH}" \
 # port 80 without root because Docker sets net.ipv4.ip_unprivileged_port_start=0 in the
 # container's network namespace.
 USER 10001:10001
-EXPOSE 80
+# 80: HTTP (LISTEN_PORT); 443: HTTPS when a certificate is mounted (TLS_PORT); 9145: metrics
+# (METRICS_PORT). The defaults are decided in tornado_bundle/config.py.
+EXPOSE 80 443 9145
 # Through nginx to a Tornado instance: unhealthy when nginx can reach none of them.
 HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 CMD ["healthcheck"]
 ENTRYPOINT ["/docker-entrypoint.sh"]

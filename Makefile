@@ -28,7 +28,7 @@ SHELL_SCRIPTS := base-image/build.sh container/entrypoint.sh container/entrypoin
 PYTHON_SOURCES := main.py tornado_bundle examples tests bench/run.py bench/tornado_alone.py
 
 .DEFAULT_GOAL := help
-.PHONY: help lock mutations build base-image example run stop logs status shell reload test unit lint bench clean
+.PHONY: help lock mutations build base-image example run stop logs status shell reload reload-tls test unit lint bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -66,6 +66,9 @@ shell: ## a shell in the running container
 
 reload: ## restart the Tornado instances one at a time, without failing a request
 	docker exec $(CONTAINER) rolling-restart
+
+reload-tls: ## load a renewed certificate (same file names): nginx re-reads it, no request fails
+	docker exec $(CONTAINER) supervisorctl signal HUP nginx
 
 # A virtualenv with pinned, hashed requirements: $(call make-venv,DIR,REQUIREMENTS_FILE).
 define make-venv

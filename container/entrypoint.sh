@@ -12,7 +12,7 @@ if [ "${1:-}" = "supervisord-fail-fast" ] || [ "${1:-}" = "supervisord" ]; then
         [ -x "$hook" ] || continue
         "$hook"
     done
-    echo "$me: configuration complete; starting $1"
+    bundle-log "$me" info "configuration complete; starting $1"
 fi
 
 exec "$@"

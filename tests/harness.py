@@ -230,6 +230,8 @@ def start(
     if host_network:
         env.setdefault("LISTEN_PORT", str(free_ports(1)))
         env.setdefault("INSTANCE_BASE_PORT", str(free_ports(workers)))
+        # The metrics endpoint binds a host port too (9145 by default, shared by every run).
+        env.setdefault("METRICS_PORT", str(free_ports(1)))
         network = ["--network=host"]
     else:
         network = [f"--publish={LOOPBACK}:0:{container_port}"]

@@ -264,6 +264,85 @@ MUTATIONS = [
             "test_beyond_capacity_a_fast_503_and_service_returns_when_the_crowd_leaves",
         ),
     ),
+    Mutation(
+        "TLS: no server cipher order",
+        "container/tls.conf",
+        "ssl_prefer_server_ciphers on;",
+        "ssl_prefer_server_ciphers off;",
+        ("tests/test_production.py::test_testssl_finds_nothing_medium_or_above",),
+    ),
+    Mutation(
+        "TLS: no HTTP/2",
+        "container/tls.conf",
+        "http2 on;",
+        "http2 off;",
+        ("tests/test_production.py::test_https_negotiates_http2_and_tornado_sees_https",),
+    ),
+    Mutation(
+        "an expired certificate is accepted",
+        "tornado_bundle/config.py",
+        "    if expires <= (now or datetime.datetime.now(datetime.UTC)):",
+        "    if False:",
+        ("tests/test_production.py::test_bad_certificate_or_key_exits_1_with_one_line",),
+    ),
+    Mutation(
+        "TLS_REDIRECT also redirects the health check",
+        "tornado.conf",
+        "    @HEALTH_PATH@ 0;\n",
+        "",
+        ("tests/test_production.py::test_tls_redirect_sends_308_except_for_the_health_check",),
+    ),
+    Mutation(
+        "Tornado's log lines lose the request ID",
+        "tornado_bundle/runner.py",
+        '        REQUEST_ID.set(request.headers.get("X-Request-ID", ""))\n',
+        "",
+        (
+            "tests/test_production.py::test_request_id_joins_the_response_the_access_line_and_the_traceback",
+        ),
+    ),
+    Mutation(
+        "any client may choose its request ID",
+        "tornado.conf",
+        "geo $realip_remote_addr $from_trusted_proxy {\n    default 0;",
+        "geo $realip_remote_addr $from_trusted_proxy {\n    default 1;",
+        (
+            "tests/test_production.py::test_request_id_joins_the_response_the_access_line_and_the_traceback",
+        ),
+    ),
+    Mutation(
+        "LOG_FORMAT=json passes non-JSON lines through",
+        "tornado_bundle/logs.py",
+        '    if stripped.startswith(b"{") and stripped.endswith(b"}"):',
+        "    if True:",
+        ("tests/test_production.py::test_json_logs_every_line_is_an_object_with_the_fields",),
+    ),
+    Mutation(
+        "ACCESS_LOG=off is ignored",
+        "tornado_bundle/config.py",
+        '    access_log = "access_log off;"\n    if settings.access_log:',
+        '    access_log = "access_log off;"\n    if True:',
+        ("tests/test_production.py::test_access_log_off_keeps_the_warnings",),
+    ),
+    Mutation(
+        "nginx's output is not kept for supervisorctl tail",
+        "supervisord.conf",
+        "stdout_logfile=/tmp/log/%(program_name)s.log\nstdout_logfile_maxbytes=1MB",
+        "stdout_logfile=/dev/stdout\nstdout_logfile_maxbytes=0",
+        (
+            "tests/test_production.py::test_supervisorctl_tail_and_maintail_read_each_program_s_capped_log",
+        ),
+    ),
+    Mutation(
+        "a restarted instance takes the counters of all with it",
+        "tornado_bundle/runner.py",
+        '    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(METRICS_DIR)\n',
+        '    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(METRICS_DIR)\n'
+        '    [path.unlink() for path in METRICS_DIR.glob("*.db")]\n',
+        (
+            "tests/test_production.py::test_prometheus_counts_exactly_n_requests_across_instances_and_restarts",
+        ),
+    ),
 ]
 
 

@@ -34,6 +34,10 @@ def test_dockerfile_env_agrees_with_the_defaults() -> None:
     supervisord = (ROOT / "supervisord.conf").read_text()
     for name in re.findall(r"%\(ENV_([A-Z_]+)\)s", supervisord):
         assert name in repeated, f"supervisord.conf expands {name}, which the image does not set"
+    exposed = re.search(r"^EXPOSE (.*)$", dockerfile, re.M)
+    assert exposed
+    ports = ("LISTEN_PORT", "TLS_PORT", "METRICS_PORT")
+    assert exposed.group(1).split() == [config.DEFAULTS[name] for name in ports]
 
 
 def test_defaults_reproduce_two_instances_round_robin_on_80() -> None:
@@ -47,6 +51,10 @@ def test_defaults_reproduce_two_instances_round_robin_on_80() -> None:
         proxy_read_timeout=120,
         real_ip_from=(),
         diagnostics=False,
+        tls=None,
+        log_format="text",
+        access_log=True,
+        metrics_port=9145,
     )
     site = rendered()
     assert "server 127.0.0.1:8000 max_fails=0;\n    server 127.0.0.1:8001 max_fails=0;" in site

@@ -42,14 +42,24 @@ def test_probes_and_ports_match_the_image() -> None:
     pod = manifest("Deployment")["spec"]["template"]["spec"]
     container = pod["containers"][0]
     env = {item["name"]: item["value"] for item in container["env"]}
-    (port,) = container["ports"]
-    assert port["containerPort"] == int(env["LISTEN_PORT"])
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports == {
+        "http": int(env["LISTEN_PORT"]),
+        "https": int(env["TLS_PORT"]),
+        "metrics": int(env["METRICS_PORT"]),
+    }
+    annotations = manifest("Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == env["METRICS_PORT"]
     for probe in ("readinessProbe", "livenessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/healthz", "port": port["name"]}
-    assert manifest("Service")["spec"]["ports"][0]["targetPort"] == port["name"]
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
+    service_ports = {
+        port["name"]: port["targetPort"] for port in manifest("Service")["spec"]["ports"]
+    }
+    assert service_ports == {"http": "http", "https": "https"}  # metrics: per pod, not balanced
     assert pod["securityContext"]["runAsUser"] == 10001
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    assert {m["mountPath"] for m in container["volumeMounts"]} == {"/tmp"}
+    mounts = {m["mountPath"]: m.get("readOnly", False) for m in container["volumeMounts"]}
+    assert mounts == {"/tmp": False, "/run/secrets/tls": True}
     # nginx (4 s) + Tornado's drain (3 s) must fit in the grace period.
     assert pod["terminationGracePeriodSeconds"] >= 10
     assert manifest("Deployment")["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0

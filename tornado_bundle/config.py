@@ -10,9 +10,12 @@ expands, and tests/test_config.py checks that the two agree.
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
+import os
 import re
 import resource
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,16 +31,25 @@ TEMPLATES = Path("/etc/nginx/templates")
 SITE_TEMPLATE = "tornado.conf"
 STATIC_TEMPLATE = "static-files.conf"
 LIMITS_TEMPLATE = "limits.conf"
+TLS_TEMPLATE = "tls.conf"
 # Everything written at start lives here: /tmp is the one writable path (also --read-only).
 RUNTIME = Path("/tmp/nginx")
 SITE = RUNTIME / SITE_TEMPLATE
 STATIC = RUNTIME / STATIC_TEMPLATE
 LIMITS = RUNTIME / LIMITS_TEMPLATE
+TLS = RUNTIME / TLS_TEMPLATE
+# nginx's stub_status, for the metrics endpoint only: a socket file, never a TCP port.
+NGINX_STATUS_SOCKET = RUNTIME / "status.sock"
+NGINX_STATUS_PATH = "/stub_status"
 SOMAXCONN = Path("/proc/sys/net/core/somaxconn")
 # Open files nginx keeps for what is not a connection: static files, logs, temporary files.
 FILES_RESERVE = 1024
 # The instances' ports, one per line: what rolling-restart and wait-for-tornado read.
 INSTANCES = Path("/tmp/tornado-bundle/instances")
+# prometheus_client's multiprocess files, one set per instance process; emptied at every start.
+METRICS_DIR = INSTANCES.parent / "metrics"
+# One size-capped file per program (supervisorctl tail), and supervisord's own (maintail).
+LOG_DIR = Path("/tmp/log")
 PROGRAM = "tornado-bundle"
 
 MAX_WORKERS = 32
@@ -63,8 +75,19 @@ DEFAULTS = {
     "WATCHDOG_TIMEOUT": "10",
     "BLOCKED_LOOP_WARNING": "1",
     "INSTANCE_MAX_MEMORY": "off",
+    "TLS_CERT_FILE": "",
+    "TLS_KEY_FILE": "",
+    "TLS_PORT": "443",
+    "TLS_HSTS": "off",
+    "TLS_REDIRECT": "off",
+    "LOG_FORMAT": "text",
+    "ACCESS_LOG": "on",
+    "METRICS_PORT": "9145",
     APP_ENV: DEFAULT_APP,
 }
+LOG_FORMATS = ("text", "json")
+# Strict-Transport-Security with TLS_HSTS=on: two years, Mozilla's recommendation.
+HSTS_MAX_AGE = 63072000
 NGINX_SIZE = re.compile(r"[0-9]{1,9}[kKmMgG]?")
 MEMORY_SIZE = re.compile(r"([0-9]{1,6})([mMgG])")
 MIN_MEMORY_MIB = 32
@@ -81,6 +104,24 @@ class ConfigError(ValueError):
         super().__init__(f"{name}={value!r} is not allowed: {allowed}")
 
 
+class FileError(ConfigError):
+    """One line for the user: which variable, which file, what is wrong with it."""
+
+    def __init__(self, name: str, value: str, problem: str) -> None:
+        ValueError.__init__(self, f"{name}={value!r}: {problem}")
+
+
+@dataclass(frozen=True)
+class Tls:
+    """HTTPS on its own port, from a mounted certificate and key."""
+
+    cert_file: str
+    key_file: str
+    port: int
+    hsts: bool
+    redirect: bool
+
+
 @dataclass(frozen=True)
 class Settings:
     workers: int
@@ -92,6 +133,10 @@ class Settings:
     proxy_read_timeout: int
     real_ip_from: tuple[str, ...]
     diagnostics: bool
+    tls: Tls | None = None
+    log_format: str = "text"
+    access_log: bool = True
+    metrics_port: int = 0
 
     @property
     def ports(self) -> range:
@@ -105,6 +150,8 @@ class InstanceSettings:
     diagnostics: bool
     websocket_ping_interval: float
     blocked_loop_warning: float = 0.0
+    log_format: str = "text"
+    metrics: bool = False
 
 
 @dataclass(frozen=True)
@@ -201,6 +248,9 @@ def parse_settings(environ: Mapping[str, str]) -> Settings:
             "an nginx size: digits with an optional k, m or g suffix, e.g. 1m, 512k "
             "(0 disables the check)",
         )
+    tls = _tls(env)
+    metrics_port = _metrics_port(env)
+    _distinct_ports(env, range(base_port, base_port + workers), tls, metrics_port)
     return Settings(
         workers=workers,
         base_port=base_port,
@@ -211,7 +261,118 @@ def parse_settings(environ: Mapping[str, str]) -> Settings:
         proxy_read_timeout=_proxy_read_timeout(env),
         real_ip_from=_networks(env["REAL_IP_FROM"]),
         diagnostics=_on_off("DIAGNOSTICS", env["DIAGNOSTICS"]),
+        tls=tls,
+        log_format=_log_format(env),
+        access_log=_on_off("ACCESS_LOG", env["ACCESS_LOG"]),
+        metrics_port=metrics_port,
     )
+
+
+def _log_format(env: Mapping[str, str]) -> str:
+    if env["LOG_FORMAT"] not in LOG_FORMATS:
+        raise ConfigError("LOG_FORMAT", env["LOG_FORMAT"], "text or json")
+    return env["LOG_FORMAT"]
+
+
+def log_format(environ: Mapping[str, str]) -> str:
+    """LOG_FORMAT, or text when it is wrong (the start hook has stopped the container then)."""
+    value = environ.get("LOG_FORMAT", DEFAULTS["LOG_FORMAT"])
+    return value if value in LOG_FORMATS else "text"
+
+
+def _metrics_port(env: Mapping[str, str]) -> int:
+    return _whole_number("METRICS_PORT", env["METRICS_PORT"], 0, 65535)
+
+
+def metrics_port(environ: Mapping[str, str]) -> int:
+    """METRICS_PORT (0: no metrics); raises ConfigError."""
+    return _metrics_port(environment(environ))
+
+
+def _distinct_ports(
+    env: Mapping[str, str], instances: range, tls: Tls | None, metrics: int
+) -> None:
+    """TLS_PORT and METRICS_PORT each differ from every other port of the container."""
+    taken = {int(env["LISTEN_PORT"]): "LISTEN_PORT"}
+    taken.update({port: "the Tornado instances" for port in instances})
+    for name, port in (("TLS_PORT", tls.port if tls else 0), ("METRICS_PORT", metrics)):
+        if port and port in taken:
+            raise ConfigError(
+                name, env[name], f"a port that {taken[port]} does not use ({port} is taken)"
+            )
+        taken[port] = name
+
+
+def _tls(env: Mapping[str, str]) -> Tls | None:
+    cert, key = env["TLS_CERT_FILE"], env["TLS_KEY_FILE"]
+    hsts = _on_off("TLS_HSTS", env["TLS_HSTS"])
+    redirect = _on_off("TLS_REDIRECT", env["TLS_REDIRECT"])
+    port = _whole_number("TLS_PORT", env["TLS_PORT"], 1, 65535)
+    if not cert and not key:
+        for name, on in (("TLS_HSTS", hsts), ("TLS_REDIRECT", redirect)):
+            if on:
+                raise ConfigError(name, "on", "only with TLS_CERT_FILE and TLS_KEY_FILE")
+        return None
+    if not cert or not key:
+        missing, given = (
+            ("TLS_CERT_FILE", "TLS_KEY_FILE") if key else ("TLS_KEY_FILE", "TLS_CERT_FILE")
+        )
+        raise ConfigError(missing, "", f"a file path whenever {given} is set (both or neither)")
+    for name, path in (("TLS_CERT_FILE", cert), ("TLS_KEY_FILE", key)):
+        if not NGINX_SAFE_PATH.fullmatch(path):
+            raise ConfigError(name, path, "an absolute path of letters, digits and ._~/-")
+    check_certificate(cert, key)
+    return Tls(cert_file=cert, key_file=key, port=port, hsts=hsts, redirect=redirect)
+
+
+def _readable(name: str, path: str) -> None:
+    try:
+        with open(path, "rb"):
+            pass
+    except FileNotFoundError:
+        raise FileError(
+            name, path, "no such file (mount it, e.g. -v ./certs:/run/secrets:ro)"
+        ) from None
+    except PermissionError:
+        raise FileError(
+            name, path, f"permission denied: the image's user (uid {os.getuid()}) cannot read it"
+        ) from None
+    except IsADirectoryError:
+        raise FileError(name, path, "is a directory, not a file") from None
+
+
+def check_certificate(cert: str, key: str, now: datetime.datetime | None = None) -> None:
+    """Raises FileError when the certificate or key cannot serve HTTPS: missing, unreadable,
+    not PEM, expired, or not a pair."""
+    _readable("TLS_CERT_FILE", cert)
+    _readable("TLS_KEY_FILE", key)
+    try:
+        # The leaf certificate's fields, as Python's ssl module decodes them (its own tests use
+        # this function; the public API offers no other way to read a certificate file).
+        fields = ssl._ssl._test_decode_cert(cert)  # type: ignore[attr-defined]
+    except (ssl.SSLError, ValueError):
+        raise FileError("TLS_CERT_FILE", cert, "not a PEM certificate") from None
+    expires = datetime.datetime.fromtimestamp(
+        ssl.cert_time_to_seconds(fields["notAfter"]), datetime.UTC
+    )
+    if expires <= (now or datetime.datetime.now(datetime.UTC)):
+        raise FileError(
+            "TLS_CERT_FILE", cert, f"the certificate expired on {expires:%Y-%m-%d %H:%M} UTC"
+        )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        # A password-protected key fails here too: nginx would ask for the password on a tty.
+        context.load_cert_chain(cert, key, password=lambda: b"")
+    except ssl.SSLError as error:
+        if "KEY_VALUES_MISMATCH" in str(error):
+            raise FileError(
+                "TLS_KEY_FILE", key, f"does not match the certificate in {cert}"
+            ) from None
+        raise FileError(
+            "TLS_KEY_FILE",
+            key,
+            "not an unencrypted PEM private key (" + (error.reason or str(error)) + ")",
+        ) from None
 
 
 def _blocked_loop_warning(env: Mapping[str, str]) -> float:
@@ -259,6 +420,8 @@ def instance_settings(environ: Mapping[str, str]) -> InstanceSettings:
         # lost ping is not yet a timeout.
         websocket_ping_interval=_proxy_read_timeout(env) / 3,
         blocked_loop_warning=_blocked_loop_warning(env),
+        log_format=_log_format(env),
+        metrics=_metrics_port(env) != 0,
     )
 
 
@@ -324,6 +487,23 @@ def render(template: str, settings: Settings, limits: Capacity | None = None) ->
     if settings.real_ip_from:
         real_ip = [f"set_real_ip_from {network};" for network in settings.real_ip_from]
         real_ip += ["real_ip_header X-Forwarded-For;", "real_ip_recursive on;"]
+    trusted = [f"{network} 1;" for network in settings.real_ip_from]
+    access_log = "access_log off;"
+    if settings.access_log:
+        log_name = "bundle_json" if settings.log_format == "json" else "bundle"
+        access_log = f"access_log /dev/stdout {log_name} buffer=32k flush=1s;"
+    status_server = []
+    if settings.metrics_port:
+        # stub_status for the metrics endpoint (tornado_bundle/metrics.py), on a socket file.
+        status_server = [
+            "server {",
+            f"    listen unix:{NGINX_STATUS_SOCKET};",
+            "    access_log off;",
+            f"    location = {NGINX_STATUS_PATH} {{",
+            "        stub_status;",
+            "    }",
+            "}",
+        ]
     diagnostics = []
     if settings.diagnostics:
         # DIAGNOSTICS=on only: tells tests which instance answered. Never in production.
@@ -340,8 +520,51 @@ def render(template: str, settings: Settings, limits: Capacity | None = None) ->
             "PROXY_READ_TIMEOUT": f"{settings.proxy_read_timeout}s",
             "REAL_IP": _indented(real_ip, 4),
             "DIAGNOSTICS": _indented(diagnostics, 8),
+            "TRUSTED_PROXIES": _indented(trusted, 4),
+            "HEALTH_PATH": HEALTH_PATH,
+            "HSTS_MAX_AGE": str(HSTS_MAX_AGE),
+            "ACCESS_LOG": access_log,
+            "STATUS_SERVER": "\n".join(status_server),
         },
     )
+
+
+def render_tls(template: str, settings: Settings, limits: Capacity) -> str:
+    """The HTTPS part of the server, or a comment when no certificate is mounted."""
+    tls = settings.tls
+    if tls is None:
+        return "# No TLS_CERT_FILE/TLS_KEY_FILE: plain HTTP only.\n"
+    redirect = ""
+    if tls.redirect:
+        port = "" if tls.port == 443 else f":{tls.port}"
+        redirect = (
+            "# TLS_REDIRECT=on: plain HTTP answers 308 (method and body kept) to the same URL.\n"
+            f"if ($to_https) {{\n    return 308 https://$host{port}$request_uri;\n}}"
+        )
+    return _fill(
+        template,
+        {
+            "TLS_PORT": str(tls.port),
+            "LISTEN_BACKLOG": str(limits.listen_backlog),
+            "TLS_CERT_FILE": tls.cert_file,
+            "TLS_KEY_FILE": tls.key_file,
+            "TLS_REDIRECT": redirect,
+        },
+    )
+
+
+def render_response_headers(settings: Settings) -> str:
+    """The headers that nginx adds to every response (included by each location)."""
+    lines = [
+        "add_header X-Request-ID $bundle_request_id always;",
+        # Browsers must not guess a type other than Content-Type says; "nosniff" is the only
+        # value there is, so the app's own copy (hidden in tornado.conf) loses nothing.
+        "add_header X-Content-Type-Options nosniff always;",
+    ]
+    if settings.tls and settings.tls.hsts:
+        # Only on HTTPS answers ($https is empty on plain HTTP, and add_header skips empties).
+        lines.append("add_header Strict-Transport-Security $hsts always;")
+    return "\n".join(lines) + "\n"
 
 
 def render_static(template: str, static: StaticFiles | None) -> str:

@@ -9,7 +9,8 @@ process (PID 1 in the container): on the first PROCESS_STATE_FATAL, or the third
 in a row that comes within 15 s of the process's start (a crash loop that Supervisor's 1 s
 startsecs misses on a busy machine), it logs which process failed, shuts down like on SIGTERM
 (the others stop gracefully), then exits 1. A manual `supervisorctl stop` is neither, and does
-not stop the container. It also runs the watchdog thread (tornado_bundle/watchdog.py).
+not stop the container. It also runs the watchdog thread (tornado_bundle/watchdog.py), relays the
+programs' output (tornado_bundle/logs.py) and serves the metrics (tornado_bundle/metrics.py).
 
 Usage: supervisord-fail-fast [supervisord options], e.g. -c /etc/supervisor/supervisord.conf
 (container/bin/supervisord-fail-fast runs `python -m tornado_bundle.fail_fast`).
@@ -20,12 +21,13 @@ from __future__ import annotations
 import os
 import sys
 import time
+from typing import Any
 
-from supervisor import events, supervisord
+from supervisor import events, loggers, supervisord
 from supervisor.states import ProcessStates, SupervisorStates
 
-from tornado_bundle import watchdog
-from tornado_bundle.config import ConfigError, watchdog_settings
+from tornado_bundle import logs, watchdog
+from tornado_bundle.config import ConfigError, log_format, metrics_port, watchdog_settings
 
 PROGRAM = "supervisord-fail-fast"
 # Supervisor counts a start as failed only when the process exits within startsecs (1 s); on a
@@ -53,16 +55,63 @@ class FailFastSupervisor(supervisord.Supervisor):
     def runforever(self) -> None:
         # Process name -> how many unexpected exits in a row came soon after a start.
         self.quick_exits: dict[str, int] = {}
+        # Process name -> how many times it was started (the metrics' restarts).
+        self.starts: dict[str, int] = {}
+        events.subscribe(events.ProcessStateStartingEvent, self.on_starting)
         # Subscribed here because Supervisor.run() clears every subscription before it starts.
         events.subscribe(events.ProcessStateFatalEvent, self.on_fatal)
         events.subscribe(events.ProcessStateExitedEvent, self.on_exited)
         # supervisord's loop first waits up to 1 s for I/O, and only then spawns the programs:
         # spawn them now (in priority order, as the loop would), which takes ~1 s off every
         # container start.
+        self.relay_output()
         for group in sorted(self.process_groups.values()):
             group.transition()
         self.start_watchdog()
+        self.start_metrics()
         super().runforever()
+
+    def relay_output(self) -> None:
+        """Each program's output (also in its file in /tmp/log) to the container's output."""
+        relay = logs.Relay(json_lines=log_format(os.environ) == "json")
+
+        def on_output(event: events.ProcessLogEvent) -> None:
+            fd = 1 if isinstance(event, events.ProcessLogStdoutEvent) else 2
+            relay.output(event.process.config.name, fd, event.data)
+
+        events.subscribe(events.ProcessLogEvent, on_output)
+
+    def start_metrics(self) -> None:
+        try:
+            port = metrics_port(os.environ)
+        except ConfigError as error:  # checked at start already; here only when run by hand
+            self.options.logger.critical(f"{PROGRAM}: {error}")
+            return
+        if port:
+            # Imported only when on: prometheus_client costs PID 1 a few MB.
+            from tornado_bundle import metrics
+
+            try:
+                metrics.start(port, self.process_states)
+            except OSError as error:
+                self.fail(f"METRICS_PORT={port}: cannot listen on it: {error.strerror}")
+
+    def process_states(self) -> list[tuple[str, bool, float, int]]:
+        """(name, running, seconds since its start, starts) of every program's processes."""
+        now = time.time()
+        states = []
+        for group in list(self.process_groups.values()):
+            for process in list(group.processes.values()):
+                name = full_name(process.config.name, group.config.name)
+                running = process.get_state() == ProcessStates.RUNNING
+                uptime = now - process.laststart if running and process.laststart else 0.0
+                states.append((name, running, uptime, self.starts.get(name, 0)))
+        return states
+
+    def on_starting(self, event: events.ProcessStateStartingEvent) -> None:
+        process = event.process
+        name = full_name(process.config.name, process.group.config.name)
+        self.starts[name] = self.starts.get(name, 0) + 1
 
     def start_watchdog(self) -> None:
         try:
@@ -112,13 +161,38 @@ class FailFastSupervisor(supervisord.Supervisor):
         self.options.mood = SupervisorStates.SHUTDOWN
 
 
+def log_json() -> None:
+    """supervisord's own lines on stdout as JSON objects (its file in /tmp/log stays text)."""
+    as_dict = loggers.LogRecord.asdict
+    handle_stdout = loggers.handle_stdout
+
+    def with_json(record: loggers.LogRecord) -> dict[str, Any]:
+        fields = as_dict(record)
+        if "json" not in fields:
+            fields["json"] = logs.supervisor_json(fields)
+        return fields
+
+    def json_stdout(logger: loggers.Logger, fmt: str) -> None:
+        handle_stdout(logger, "%(json)s\n")
+
+    loggers.LogRecord.asdict = with_json  # type: ignore[method-assign]
+    loggers.handle_stdout = json_stdout
+
+
 def main(arguments: list[str]) -> int:
+    if log_format(os.environ) == "json":
+        log_json()
     # supervisord.main() builds its Supervisor through this module attribute.
     supervisord.Supervisor = FailFastSupervisor  # type: ignore[misc]
     supervisord.main(arguments)
     if FailFastSupervisor.failure is None:
         return 0
-    print(f"{PROGRAM}: exiting with status 1: {FailFastSupervisor.failure}", file=sys.stderr)
+    logs.emit(
+        PROGRAM,
+        "critical",
+        f"exiting with status 1: {FailFastSupervisor.failure}",
+        stream=sys.stderr,
+    )
     return 1
 
 

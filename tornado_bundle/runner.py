@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextvars
 import faulthandler
 import logging
 import os
@@ -38,6 +39,7 @@ from tornado_bundle.app_loader import AppError, app_spec, load_app
 from tornado_bundle.config import (
     HEALTH_PATH,
     LISTEN_ADDRESS,
+    METRICS_DIR,
     ConfigError,
     InstanceSettings,
     capacity,
@@ -49,6 +51,11 @@ GOING_AWAY = 1001
 MAX_DRAIN_TIMEOUT = 60.0
 
 log = logging.getLogger("tornado_bundle")
+
+# The ID of the request being handled (nginx's X-Request-ID): every log line written while
+# handling it carries it. Set when Tornado creates the request's transforms, which is just before
+# it starts the handler's task, so the task (and all it awaits) inherits it.
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
 
 class UsageError(Exception):
@@ -124,6 +131,7 @@ class _TrackingTransform(tornado.web.OutputTransform):
         super().__init__(request)
         self._tracker = tracker
         tracker.started(id(self))
+        REQUEST_ID.set(request.headers.get("X-Request-ID", ""))
 
     def transform_first_chunk(
         self,
@@ -281,6 +289,36 @@ class BlockedLoopMonitor:
         )
 
 
+def instrument(app: tornado.web.Application) -> None:
+    """Request counts and durations by method, handler class and status, in prometheus_client's
+    multiprocess files, which the metrics endpoint adds up across instances (metrics.py)."""
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(METRICS_DIR)
+    # After the variable: prometheus_client picks its file-backed values at import.
+    from prometheus_client import Counter, Histogram
+
+    requests = Counter(
+        "tornado_requests", "Requests answered", ["method", "handler", "status"], registry=None
+    )
+    durations = Histogram(
+        "tornado_request_duration_seconds",
+        "Time from the request's arrival to its answer",
+        ["method", "handler"],
+        registry=None,
+    )
+    log_request = app.log_request
+
+    def measured(handler: tornado.web.RequestHandler) -> None:
+        request = handler.request
+        # A handler class, not a path: the label set stays as small as the app's routes.
+        method = request.method if request.method in handler.SUPPORTED_METHODS else "other"
+        name = type(handler).__name__
+        requests.labels(method, name, str(handler.get_status())).inc()
+        durations.labels(method, name).observe(request.request_time())
+        log_request(handler)
+
+    app.log_request = measured  # type: ignore[method-assign]
+
+
 def prepare(app: tornado.web.Application, settings: InstanceSettings) -> InFlightRequests:
     """What the bundle adds to any app: drain tracking, WebSocket pings, /healthz when the app
     has none, and the diagnostics routes when they are on."""
@@ -294,6 +332,8 @@ def prepare(app: tornado.web.Application, settings: InstanceSettings) -> InFligh
         app.add_handlers(r".*", [(HEALTH_PATH, HealthHandler)])
     if settings.diagnostics:
         diagnostics.add_routes(app)
+    if settings.metrics:
+        instrument(app)
     return tracker
 
 
@@ -323,15 +363,50 @@ async def serve(
     log.info("stopped")
 
 
-def configure_logging(port: int) -> None:
-    """Tornado's log format, with the instance's name on every line (docker logs mixes them)."""
+class RequestIdFilter(logging.Filter):
+    """Adds the request's ID (REQUEST_ID) and a lower-case level to every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = REQUEST_ID.get()
+        record.level = record.levelname.lower()
+        return True
+
+
+class TextFormatter(tornado.log.LogFormatter):
+    """Tornado's format; the request's ID after the location, and at the start of every further
+    line of a record (a traceback), so that one grep for an ID finds all of them."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        request_id = getattr(record, "request_id", "")
+        record.request_tag = f"{request_id} " if request_id else ""
+        text = super().format(record)
+        return text.replace("\n", f"\n    {request_id} ") if request_id else text
+
+
+def configure_logging(port: int, log_format: str = "text") -> None:
+    """Tornado's log format, with the instance's name on every line (docker logs mixes them);
+    with LOG_FORMAT=json, one JSON object per record (python-json-logger)."""
     handler = logging.StreamHandler()
-    handler.setFormatter(
-        tornado.log.LogFormatter(
-            fmt=f"%(color)s[%(levelname)1.1s %(asctime)s tornado-{port} "
-            "%(module)s:%(lineno)d]%(end_color)s %(message)s"
+    handler.addFilter(RequestIdFilter())
+    if log_format == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler.setFormatter(
+            JsonFormatter(
+                "{level}{message}{module}{lineno}{request_id}",
+                style="{",
+                static_fields={"source": f"tornado-{port}"},
+                # ISO 8601 in UTC with microseconds, in the field every source calls "time".
+                timestamp="time",
+            )
         )
-    )
+    else:
+        handler.setFormatter(
+            TextFormatter(
+                fmt=f"%(color)s[%(levelname)1.1s %(asctime)s tornado-{port} "
+                "%(module)s:%(lineno)d]%(end_color)s %(request_tag)s%(message)s"
+            )
+        )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
@@ -358,7 +433,7 @@ def main(
     except (UsageError, ConfigError) as error:
         print(f"{_program()}: error: {error}", file=sys.stderr)
         return 2
-    configure_logging(port)
+    configure_logging(port, settings.log_format)
     # The watchdog sends SIGUSR1 before it kills a hung instance: the stacks of every thread go
     # to stderr (docker logs) from C, even while Python code cannot run.
     faulthandler.register(signal.SIGUSR1, all_threads=True)

@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from tornado_bundle import logs
 from tornado_bundle.config import (
     HEALTH_PATH,
     INSTANCES,
@@ -53,9 +54,9 @@ DUMP_SECONDS = 0.5
 GROUP = "tornadoes"
 
 
-def log(message: str) -> None:
+def log(message: str, level: str = "warning") -> None:
     # stdout, like supervisord's own lines, so that docker logs keeps them in order.
-    print(f"{PROGRAM}: {message}", flush=True)
+    logs.emit(PROGRAM, level, message)
 
 
 def answers(port: int, timeout: float = PROBE_TIMEOUT) -> bool:
@@ -190,7 +191,7 @@ class Watchdog:
             try:
                 self.check(started)
             except Exception as error:  # noqa: BLE001 - the loop must go on; the log says why
-                log(f"error: {type(error).__name__}: {error}")
+                log(f"error: {type(error).__name__}: {error}", "error")
             time.sleep(max(0.0, PERIOD - (time.monotonic() - started)))
 
 
@@ -204,7 +205,7 @@ def start(
     mode = f"restarts after {settings.timeout}s" if settings.timeout else "restarts off"
     memory = settings.max_memory_bytes
     limit = f"{memory / 2**20:.0f} MiB" if memory else "off"
-    log(f"watching {len(ports)} instance(s): {mode}, memory limit {limit}")
+    log(f"watching {len(ports)} instance(s): {mode}, memory limit {limit}", "info")
     watchdog = Watchdog(settings, ports, running, active)
     thread = threading.Thread(target=watchdog.run_forever, name=PROGRAM, daemon=True)
     thread.start()

@@ -3,6 +3,6 @@
 set -eu
 me=$(basename "$0")
 if ! output=$(nginx -t -q -e stderr 2>&1); then
-    echo "$me: error: nginx rejects its configuration: $(echo "$output" | tr "\n" " ")" >&2
+    bundle-log "$me" error "error: nginx rejects its configuration: $(echo "$output" | tr "\n" " ")"
     exit 1
 fi
