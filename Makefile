@@ -24,11 +24,11 @@ BENCH_ARGS ?=
 MUTATIONS ?=
 
 SHELL_SCRIPTS := base-image/build.sh container/entrypoint.sh container/entrypoint.d/*.sh \
-	container/bin/* bench/seed/start.sh .ci/run
-PYTHON_SOURCES := main.py tornado_bundle examples tests bench/run.py bench/tornado_alone.py
+	container/bin/* bench/seed/start.sh swarm-lab/lab.sh .ci/run
+PYTHON_SOURCES := main.py tornado_bundle examples tests bench/run.py bench/tornado_alone.py swarm-lab
 
 .DEFAULT_GOAL := help
-.PHONY: help lock mutations build base-image example run stop logs status shell reload reload-tls test unit lint bench clean
+.PHONY: help lock mutations build base-image example run stop logs status shell reload reload-tls swarm-lab swarm-lab-down test unit lint bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -69,6 +69,20 @@ reload: ## restart the Tornado instances one at a time, without failing a reques
 
 reload-tls: ## load a renewed certificate (same file names): nginx re-reads it, no request fails
 	docker exec $(CONTAINER) supervisorctl signal HUP nginx
+
+# The swarm lab's name (interfaces, namespaces, /run/$(LAB)) and the front's port on 127.0.0.1.
+LAB ?= tblab
+LAB_FRONT_PORT ?= 8088
+
+swarm-lab: build $(VENV)/.installed ## a 4-engine Swarm here, the stack on it, a front on 127.0.0.1:8088 (root)
+	LAB=$(LAB) swarm-lab/lab.sh up $(IMAGE)
+	$(VENV)/bin/python swarm-lab/stack.py $(IMAGE) 4 >/run/$(LAB)/stack.yaml
+	LAB=$(LAB) swarm-lab/lab.sh docker m1 stack deploy --resolve-image never -c /run/$(LAB)/stack.yaml tblab
+	@echo "make: the front runs in the foreground (Ctrl-C stops it; make swarm-lab-down removes the lab)"
+	LAB=$(LAB) swarm-lab/lab.sh front $(LAB_FRONT_PORT) tblab_tornado $(IMAGE)
+
+swarm-lab-down: ## remove the swarm lab: processes, namespaces, bridge, mounts, data
+	LAB=$(LAB) swarm-lab/lab.sh down
 
 # A virtualenv with pinned, hashed requirements: $(call make-venv,DIR,REQUIREMENTS_FILE).
 define make-venv

@@ -4,6 +4,7 @@ with the reason (never skip), so a run cannot go green by testing nothing."""
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import pytest
 from harness import BUILDER_IMAGE, IMAGE, NAME_PREFIX, RUN_ID, docker
 
 ROOT = Path(__file__).resolve().parent.parent
+# swarm-lab/stack.py, the one place where deploy/compose.yaml becomes the lab's stack.
+sys.path.insert(0, str(ROOT / "swarm-lab"))
 EXAMPLE = ROOT / "examples" / "chat"
 
 

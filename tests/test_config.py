@@ -160,6 +160,24 @@ def test_diagnostics_adds_the_upstream_header() -> None:
         ({"INSTANCE_MAX_MEMORY": "300"}, "INSTANCE_MAX_MEMORY='300' is not allowed: a size of"),
         ({"INSTANCE_MAX_MEMORY": "31m"}, "INSTANCE_MAX_MEMORY='31m' is not allowed"),
         ({"INSTANCE_MAX_MEMORY": "1.5g"}, "INSTANCE_MAX_MEMORY='1.5g' is not allowed"),
+        ({"LOG_FORMAT": "JSON"}, "LOG_FORMAT='JSON' is not allowed: text or json"),
+        ({"ACCESS_LOG": "false"}, "ACCESS_LOG='false' is not allowed: on or off"),
+        ({"METRICS_PORT": "99999"}, "METRICS_PORT='99999' is not allowed: a whole number from 0"),
+        ({"METRICS_PORT": "80"}, "METRICS_PORT='80' is not allowed: a port that LISTEN_PORT does"),
+        ({"METRICS_PORT": "8001"}, "METRICS_PORT='8001' is not allowed: a port that the Tornado"),
+        ({"TLS_PORT": "0"}, "TLS_PORT='0' is not allowed: a whole number from 1 to 65535"),
+        ({"TLS_HSTS": "on"}, "TLS_HSTS='on' is not allowed: only with TLS_CERT_FILE and TLS_KEY"),
+        ({"TLS_REDIRECT": "on"}, "TLS_REDIRECT='on' is not allowed: only with TLS_CERT_FILE"),
+        ({"TLS_REDIRECT": "yes"}, "TLS_REDIRECT='yes' is not allowed: on or off"),
+        ({"TLS_CERT_FILE": "/c.pem"}, "TLS_KEY_FILE='' is not allowed: a file path whenever"),
+        (
+            {"TLS_CERT_FILE": "/a b.pem", "TLS_KEY_FILE": "/k.pem"},
+            "TLS_CERT_FILE='/a b.pem' is not allowed: an absolute path of letters",
+        ),
+        (
+            {"TLS_CERT_FILE": "/c.pem", "TLS_KEY_FILE": "/k.pem", "TLS_PORT": "80"},
+            "TLS_PORT='80' is not allowed: a port that LISTEN_PORT does not use",
+        ),
     ],
 )
 def test_bad_values_name_the_variable_the_value_and_what_is_allowed(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from stack import lab_stack  # swarm-lab/stack.py (conftest puts swarm-lab/ on the path)
 
 from harness import IMAGE, docker, http_get, wait_for
 
@@ -88,14 +89,11 @@ def swarm() -> Iterator[None]:
 
 
 def stack_file(tmp_path: Path) -> Path:
-    """deploy/compose.yaml with its port published in host mode: Swarm's routing mesh needs
-    IPVS, which some kernels (this test machine's) lack. Each task gets a random host port."""
-    compose = yaml.safe_load(COMPOSE.read_text())
-    service = compose["services"]["tornado"]
-    service["image"] = IMAGE
-    service["ports"] = [{"target": 80, "protocol": "tcp", "mode": "host"}]
+    """deploy/compose.yaml as the swarm lab deploys it (swarm-lab/stack.py: host-mode ports, a
+    random host port per task), with the file's own replica count."""
+    replicas = yaml.safe_load(COMPOSE.read_text())["services"]["tornado"]["deploy"]["replicas"]
     path = tmp_path / "compose.yaml"
-    path.write_text(yaml.safe_dump(compose))
+    path.write_text(lab_stack(IMAGE, replicas))
     return path
 
 

@@ -305,6 +305,7 @@ def test_renewed_certificate_is_served_after_hup_with_nothing_failed(
             wait_for(lambda: served_serial(tls_port, pki) == new_serial, 10)
             plain.run_for(1.5)
         result = plain.result
+        print(f"HUP under load: plain {result.ok} ok, HTTPS {tls_load.ok} ok")
         assert result.ok > 100 and result.failures == [], result.failures[:5]
         assert tls_load.ok > 20 and tls_load.failures == [], tls_load.failures[:5]
         assert new_serial != old_serial

@@ -251,6 +251,8 @@ def parse_settings(environ: Mapping[str, str]) -> Settings:
     tls = _tls(env)
     metrics_port = _metrics_port(env)
     _distinct_ports(env, range(base_port, base_port + workers), tls, metrics_port)
+    if tls:
+        check_certificate(tls.cert_file, tls.key_file)
     return Settings(
         workers=workers,
         base_port=base_port,
@@ -321,7 +323,6 @@ def _tls(env: Mapping[str, str]) -> Tls | None:
     for name, path in (("TLS_CERT_FILE", cert), ("TLS_KEY_FILE", key)):
         if not NGINX_SAFE_PATH.fullmatch(path):
             raise ConfigError(name, path, "an absolute path of letters, digits and ._~/-")
-    check_certificate(cert, key)
     return Tls(cert_file=cert, key_file=key, port=port, hsts=hsts, redirect=redirect)
 
 
@@ -470,6 +471,10 @@ def _indented(lines: list[str], depth: int) -> str:
 
 
 def _fill(template: str, values: dict[str, str]) -> str:
+    # A placeholder alone on its line that renders to nothing takes its line with it.
+    empty = [name for name, value in values.items() if not value]
+    if empty:
+        template = re.sub(r"(?m)^[ \t]*@(" + "|".join(empty) + r")@[ \t]*\n", "", template)
     placeholders = re.compile("@(" + "|".join(values) + ")@")
     filled = placeholders.sub(lambda match: values[match.group(1)], template)
     # Placeholders that render to nothing leave whitespace-only lines behind.

@@ -306,14 +306,23 @@ def instrument(app: tornado.web.Application) -> None:
         registry=None,
     )
     log_request = app.log_request
+    # (method, handler class, status) -> its two series: labels() validates on every call.
+    series: dict[tuple[str, type, int], tuple[Any, Any]] = {}
 
     def measured(handler: tornado.web.RequestHandler) -> None:
         request = handler.request
-        # A handler class, not a path: the label set stays as small as the app's routes.
-        method = request.method if request.method in handler.SUPPORTED_METHODS else "other"
-        name = type(handler).__name__
-        requests.labels(method, name, str(handler.get_status())).inc()
-        durations.labels(method, name).observe(request.request_time())
+        key = (request.method or "", type(handler), handler.get_status())
+        if key not in series:
+            # A handler class, not a path: the label set stays as small as the app's routes.
+            method = key[0] if key[0] in handler.SUPPORTED_METHODS else "other"
+            name = key[1].__name__
+            series[key] = (
+                requests.labels(method, name, str(key[2])),
+                durations.labels(method, name),
+            )
+        count, duration = series[key]
+        count.inc()
+        duration.observe(request.request_time())
         log_request(handler)
 
     app.log_request = measured  # type: ignore[method-assign]
