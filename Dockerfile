@@ -58,6 +58,10 @@ RUN apt-get update; \
     # needed by apt above, and are not trusted at run time: Debian's set only (README: Trust).
     rm -f /usr/local/share/ca-certificates/*.crt; \
     update-ca-certificates --fresh >/dev/null; \
+    # Nothing here runs CPython's regression-test helpers or reads pydoc's help topics (2.5 MB),
+    # nor Debian's changelogs (the copyright files stay).
+    rm -rf /usr/lib/python3*/test /usr/lib/python3*/pydoc_data; \
+    find /usr/share/doc -type f ! -name copyright -delete; \
     rm -rf /var/lib/apt/lists/* /var/log/apt/* /var/log/dpkg.log \
         /etc/nginx/sites-available /etc/nginx/sites-enabled /etc/nginx/conf.d \
         /etc/nginx/modules-enabled /var/www/html; \

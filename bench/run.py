@@ -92,6 +92,9 @@ def contenders(image: str, seed_image: str, app_dir: Path) -> list[Contender]:
     ceiling = 'sed "s/listen 80;/listen ${LISTEN_PORT:-80};/" /bench/ceiling.conf >/tmp/c.conf'
     return [
         Contender("bundle: nginx -> 2 Tornado", "bundle", image),
+        # The same again in a second container: how far two identical containers differ here
+        # (the floor under which a variant's difference means nothing).
+        Contender("bundle, an identical second container", "bundle_twin", image),
         Contender("seed setup: nginx -> 2 Tornado", "seed", seed_image),
         Contender("Tornado alone, 1 process", "alone1", image, alone, one),
         Contender("Tornado fork_processes(2)", "fork2", image, alone, two),
@@ -437,6 +440,7 @@ def report(results: Results, load: Load, rounds: int, breakdown: list[tuple[str,
         lines.append(f"| {goal.name} | {value:.2f} | {goal.text()} | {goal.verdict(value)} |")
     watch = results.ratio("bundle", "unwatched", CPU)
     metered = results.ratio("bundle", "unmetered", CPU)
+    twin = results.ratio("bundle", "bundle_twin", CPU)
     noise = results.noise("bundle", CPU)
     sizes, starts = results.sizes, results.starts
     per_core = 1e6 / median(results.runs["bundle"], CPU)
@@ -446,6 +450,8 @@ def report(results: Results, load: Load, rounds: int, breakdown: list[tuple[str,
         f"{'yes' if abs(watch - 1) <= noise else 'NO'} |",
         f"| CPU/request, bundle ÷ bundle with metrics off | {metered:.2f} | ≤ 1.10 | "
         f"{'yes' if metered <= 1.10 else 'NO'} |",
+        f"| CPU/request, bundle ÷ the identical second container (the floor) | {twin:.2f} | "
+        "(how far two identical containers differ) | |",
         f"| req/s, published port ÷ host network (bundle) | "
         f"{results.ratio('bundle_published', 'bundle', 'rps'):.2f} | (what docker-proxy costs) | |",
         "",

@@ -200,7 +200,7 @@ class FailHandler(tornado.web.RequestHandler):
 class RequestIdInLogsTest(tornado.testing.AsyncHTTPTestCase):
     def get_app(self) -> tornado.web.Application:
         app = tornado.web.Application([(r"/fail", FailHandler)])
-        runner.prepare(app, config.instance_settings({}))
+        runner.prepare(app, config.instance_settings({"METRICS_PORT": "0"}))
         return app
 
     def test_every_line_of_the_traceback_carries_the_request_id(self) -> None:

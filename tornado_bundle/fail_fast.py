@@ -61,10 +61,10 @@ class FailFastSupervisor(supervisord.Supervisor):
         # Subscribed here because Supervisor.run() clears every subscription before it starts.
         events.subscribe(events.ProcessStateFatalEvent, self.on_fatal)
         events.subscribe(events.ProcessStateExitedEvent, self.on_exited)
+        self.relay_output()
         # supervisord's loop first waits up to 1 s for I/O, and only then spawns the programs:
         # spawn them now (in priority order, as the loop would), which takes ~1 s off every
         # container start.
-        self.relay_output()
         for group in sorted(self.process_groups.values()):
             group.transition()
         self.start_watchdog()

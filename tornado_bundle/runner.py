@@ -293,6 +293,8 @@ def instrument(app: tornado.web.Application) -> None:
     """Request counts and durations by method, handler class and status, in prometheus_client's
     multiprocess files, which the metrics endpoint adds up across instances (metrics.py)."""
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(METRICS_DIR)
+    # The start hook makes it; an instance started by hand (python main.py) makes it itself.
+    METRICS_DIR.mkdir(parents=True, exist_ok=True)
     # After the variable: prometheus_client picks its file-backed values at import.
     from prometheus_client import Counter, Histogram
 
