@@ -343,6 +343,13 @@ MUTATIONS = [
             "tests/test_production.py::test_prometheus_counts_exactly_n_requests_across_instances_and_restarts",
         ),
     ),
+    Mutation(
+        "the swarm lab's front does not retry on another node",
+        "swarm-lab/front.conf",
+        "proxy_next_upstream error timeout http_502 http_503 http_504;",
+        "proxy_next_upstream off;",
+        ("tests/test_swarm_lab.py",),
+    ),
 ]
 
 

@@ -246,7 +246,9 @@ class HttpsLoad:
     """GETs over HTTPS from `clients` threads, a new TLS connection every 5 requests."""
 
     def __init__(self, port: int, pki: Pki, clients: int = 2) -> None:
-        self.port, self.ok, self.failures = port, 0, []  # type: ignore[var-annotated]
+        self.port = port
+        self.ok = 0
+        self.failures: list[str] = []
         self.context = ssl.create_default_context(cafile=str(pki.ca_file))
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
