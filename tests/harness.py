@@ -16,6 +16,7 @@ import random
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -299,7 +300,13 @@ class LoadLoop:
         method: str = "GET",
         expected_status: int = 200,
         timeout: float = 10,
+        tls_context: ssl.SSLContext | None = None,
+        requests_per_connection: int = 0,
     ) -> None:
+        # HTTPS with this context when given; a new connection every this many requests when
+        # not 0 (so that TLS handshakes go on under load).
+        self.tls_context = tls_context
+        self.requests_per_connection = requests_per_connection
         self.port = port
         self.timeout = timeout
         self.clients = clients
@@ -344,13 +351,26 @@ class LoadLoop:
                 self.result.failures.append(failure)
             self.result.retried += int(retried)
 
+    def _connect(self) -> http.client.HTTPConnection:
+        if self.tls_context is None:
+            return http.client.HTTPConnection(LOOPBACK, self.port, timeout=self.timeout)
+        return http.client.HTTPSConnection(
+            LOOPBACK, self.port, timeout=self.timeout, context=self.tls_context
+        )
+
     def _client(self) -> None:
         connection: http.client.HTTPConnection | None = None
         reused = False
+        sent = 0
         while not self._stop.is_set() and self.result.total < self.max_requests:
+            if connection is not None and sent == self.requests_per_connection:
+                connection.close()
+                connection = None
             if connection is None:
-                connection = http.client.HTTPConnection(LOOPBACK, self.port, timeout=self.timeout)
+                connection = self._connect()
                 reused = False
+                sent = 0
+            sent += 1
             started = time.monotonic()
             try:
                 status, will_close = self._send(connection)
@@ -362,8 +382,9 @@ class LoadLoop:
                     self._record(f"{type(error).__name__}: {error}")
                     continue
                 # The reused connection was closed before any response: retry once, fresh.
-                connection = http.client.HTTPConnection(LOOPBACK, self.port, timeout=self.timeout)
+                connection = self._connect()
                 reused = False
+                sent = 1
                 try:
                     status, will_close = self._send(connection)
                     retried = True

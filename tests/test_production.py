@@ -12,7 +12,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-import threading
 import time
 import urllib.parse
 import urllib.request
@@ -242,65 +241,6 @@ def served_serial(port: int, pki: Pki) -> int:
     return int(str(certificate["serialNumber"]), 16)
 
 
-class HttpsLoad:
-    """GETs over HTTPS from `clients` threads, a new TLS connection every 5 requests."""
-
-    def __init__(self, port: int, pki: Pki, clients: int = 2) -> None:
-        self.port = port
-        self.ok = 0
-        self.failures: list[str] = []
-        self.retried = 0
-        self.context = ssl.create_default_context(cafile=str(pki.ca_file))
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
-
-    def __enter__(self) -> HttpsLoad:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=15)
-
-    def _connect(self) -> http.client.HTTPSConnection:
-        return http.client.HTTPSConnection(LOOPBACK, self.port, timeout=10, context=self.context)
-
-    def _run(self) -> None:
-        while not self._stop.is_set() and self.ok < 50_000:
-            connection = self._connect()
-            try:
-                for sent in range(5):
-                    try:
-                        status = get_status(connection)
-                    except (http.client.RemoteDisconnected, ConnectionError):
-                        if sent == 0:
-                            raise
-                        # Like plain HTTP's LoadLoop (RFC 9112 9.3.1): a kept-alive connection
-                        # closed before any response byte (nginx's old worker after HUP) gets
-                        # the GET again once, on a new connection.
-                        self.retried += 1
-                        connection.close()
-                        connection = self._connect()
-                        status = get_status(connection)
-                    if status != 200:
-                        self.failures.append(f"status {status}")
-                    else:
-                        self.ok += 1
-            except (OSError, http.client.HTTPException) as error:
-                self.failures.append(repr(error))
-            finally:
-                connection.close()
-
-
-def get_status(connection: http.client.HTTPSConnection) -> int:
-    connection.request("GET", "/")
-    response = connection.getresponse()
-    response.read()
-    return response.status
-
-
 def test_renewed_certificate_is_served_after_hup_with_nothing_failed(
     pki: Pki, tmp_path: Path
 ) -> None:
@@ -315,7 +255,10 @@ def test_renewed_certificate_is_served_after_hup_with_nothing_failed(
         old_serial = served_serial(tls_port, pki)
         pki.issue("renewed")
         new_serial = certificate_serial(pki.folder / "cert-renewed.pem")
-        with HttpsLoad(tls_port, pki) as tls_load, LoadLoop(bundle.port, clients=2) as plain:
+        # HTTPS as well as plain, with a new TLS connection every 5 requests.
+        context = ssl.create_default_context(cafile=str(pki.ca_file))
+        https = LoadLoop(tls_port, clients=2, tls_context=context, requests_per_connection=5)
+        with https, LoadLoop(bundle.port, clients=2) as plain:
             plain.run_for(1)
             # Renewed in place, as certbot or a secret update does: the same file names.
             for kind in ("cert", "key"):
@@ -324,13 +267,13 @@ def test_renewed_certificate_is_served_after_hup_with_nothing_failed(
             bundle.exec("supervisorctl", "signal", "HUP", "nginx")
             wait_for(lambda: served_serial(tls_port, pki) == new_serial, 10)
             plain.run_for(1.5)
-        result = plain.result
-        print(f"HUP under load: plain {result.ok} ok, HTTPS {tls_load.ok} ok, "
-              f"retried {result.retried} + {tls_load.retried}")  # fmt: skip
+        result, tls_result = plain.result, https.result
+        print(f"HUP under load: plain {result.ok} ok, HTTPS {tls_result.ok} ok, "
+              f"retried {result.retried} + {tls_result.retried}")  # fmt: skip
         assert result.ok > 100 and result.failures == [], result.failures[:5]
-        assert tls_load.ok > 20 and tls_load.failures == [], tls_load.failures[:5]
+        assert tls_result.ok > 20 and tls_result.failures == [], tls_result.failures[:5]
         # At most one per client, as for nginx's reload under plain HTTP (test_resilience.py).
-        assert result.retried <= 2 and tls_load.retried <= 2
+        assert result.retried <= 2 and tls_result.retried <= 2
         assert new_serial != old_serial
 
 
