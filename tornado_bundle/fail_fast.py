@@ -21,7 +21,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from supervisor import events, loggers, supervisord
 from supervisor.states import ProcessStates, SupervisorStates
@@ -30,6 +31,7 @@ from tornado_bundle import logs, watchdog
 from tornado_bundle.config import ConfigError, log_format, metrics_port, watchdog_settings
 
 PROGRAM = "supervisord-fail-fast"
+T = TypeVar("T")
 # Supervisor counts a start as failed only when the process exits within startsecs (1 s); on a
 # busy machine, or with an app that takes long to import, a process that can never start lives
 # longer than that and is restarted forever. An unexpected exit this soon after its start counts
@@ -81,12 +83,17 @@ class FailFastSupervisor(supervisord.Supervisor):
 
         events.subscribe(events.ProcessLogEvent, on_output)
 
-    def start_metrics(self) -> None:
+    def setting(self, read: Callable[[Mapping[str, str]], T]) -> T | None:
+        """A setting from the environment; None, logged, when it is wrong (the start hook has
+        refused it already; this happens only when supervisord-fail-fast runs by hand)."""
         try:
-            port = metrics_port(os.environ)
-        except ConfigError as error:  # checked at start already; here only when run by hand
+            return read(os.environ)
+        except ConfigError as error:
             self.options.logger.critical(f"{PROGRAM}: {error}")
-            return
+            return None
+
+    def start_metrics(self) -> None:
+        port = self.setting(metrics_port)
         if port:
             # Imported only when on: prometheus_client costs PID 1 a few MB.
             from tornado_bundle import metrics
@@ -114,12 +121,9 @@ class FailFastSupervisor(supervisord.Supervisor):
         self.starts[name] = self.starts.get(name, 0) + 1
 
     def start_watchdog(self) -> None:
-        try:
-            settings = watchdog_settings(os.environ)
-        except ConfigError as error:  # checked at start already; here only when run by hand
-            self.options.logger.critical(f"{PROGRAM}: {error}")
-            return
-        watchdog.start(settings, self.running_instances, self.is_running)
+        settings = self.setting(watchdog_settings)
+        if settings is not None:
+            watchdog.start(settings, self.running_instances, self.is_running)
 
     def running_instances(self) -> dict[str, int]:
         """Supervisor's RUNNING Tornado instances, name -> pid (read from the watchdog thread)."""
