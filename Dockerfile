@@ -74,9 +74,9 @@ RUN apt-get update; \
     find / -xdev -perm /6000 -type f -exec chmod a-s {} +
 
 COPY --from=venv /opt/venv /opt/venv
-COPY container/nginx.conf /etc/nginx/nginx.conf
-COPY tornado.conf container/static-files.conf container/limits.conf container/tls.conf \
-    /etc/nginx/templates/
+COPY container/nginx/nginx.conf /etc/nginx/nginx.conf
+# Every other nginx line: templates that the start hook renders into /tmp/nginx.
+COPY tornado.conf container/nginx/*.template /etc/nginx/templates/
 COPY supervisord.conf /etc/supervisor/supervisord.conf
 COPY container/entrypoint.sh /docker-entrypoint.sh
 COPY container/entrypoint.d/ /docker-entrypoint.d/
@@ -89,22 +89,19 @@ COPY main.py /app/
 RUN python3 -m compileall -q /opt/tornado-bundle /app
 WORKDIR /app
 
-# The defaults that supervisord.conf expands (ENV_WORKERS, ENV_INSTANCE_BASE_PORT) and that the
-# healthcheck reads (LISTEN_PORT); every default is decided in tornado_bundle/config.py DEFAULTS,
-# and tests/test_config.py checks that these agree with it.
+# No setting's default here: tornado_bundle/settings.py owns them, and supervisord.conf and the
+# healthcheck read what the start hook derived from them (/tmp/tornado-bundle/bundle.env).
 ENV PATH="/opt/venv/bin:${PATH}" \
     PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1 \
-    WORKERS=2 \
-    INSTANCE_BASE_PORT=8000 \
-    LISTEN_PORT=80
+    PYTHONDONTWRITEBYTECODE=1
 
 # A fixed numeric uid (not a name) so that Kubernetes' runAsNonRoot can verify it. nginx binds
 # port 80 without root because Docker sets net.ipv4.ip_unprivileged_port_start=0 in the
 # container's network namespace.
 USER 10001:10001
 # 80: HTTP (LISTEN_PORT); 443: HTTPS when a certificate is mounted (TLS_PORT); 9145: metrics
-# (METRICS_PORT). The defaults are decided in tornado_bundle/config.py.
+# (METRICS_PORT). The defaults are decided in tornado_bundle/settings.py; tests/unit/test_names.py
+# checks that these agree.
 EXPOSE 80 443 9145
 # Through nginx to a Tornado instance: unhealthy when nginx can reach none of them.
 HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 CMD ["healthcheck"]

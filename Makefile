@@ -25,10 +25,10 @@ MUTATIONS ?=
 
 SHELL_SCRIPTS := base-image/build.sh container/entrypoint.sh container/entrypoint.d/*.sh \
 	container/bin/* bench/seed/start.sh swarm-lab/lab.sh .ci/run
-PYTHON_SOURCES := main.py tornado_bundle examples tests bench/run.py bench/tornado_alone.py swarm-lab
+PYTHON_SOURCES := main.py tornado_bundle harness examples tests bench/run.py bench/tornado_alone.py swarm-lab
 
 .DEFAULT_GOAL := help
-.PHONY: help lock mutations build base-image example run stop logs status shell reload reload-tls swarm-lab swarm-lab-down test unit lint bench clean
+.PHONY: help lock mutations build base-image example run stop logs status shell reload reload-tls swarm-lab swarm-lab-down test unit lint docs golden bench clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-11s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -97,8 +97,14 @@ $(VENV)/.installed: tests/requirements-dev.txt requirements.txt
 test: lint build $(VENV)/.installed ## lint, build the image, run every test against it
 	IMAGE=$(IMAGE) BUILDER_IMAGE=$(BUILDER_IMAGE) $(VENV)/bin/pytest tests $(PYTEST_ARGS)
 
-unit: $(VENV)/.installed ## only the tests that need no Docker
-	$(VENV)/bin/pytest tests -m "not docker" $(PYTEST_ARGS)
+unit: $(VENV)/.installed ## only the tests that need no Docker (tests/unit)
+	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
+
+docs: $(VENV)/.installed ## regenerate docs/configuration.md from the settings table
+	$(VENV)/bin/python -m tornado_bundle.settings >docs/configuration.md
+
+golden: $(VENV)/.installed ## rewrite tests/unit/golden/ after a deliberate change to the nginx files
+	UPDATE_GOLDEN=1 $(VENV)/bin/pytest -q tests/unit/test_golden.py
 
 lint: $(VENV)/.installed ## ruff, shellcheck, hadolint, yamllint (no Docker needed; gixy runs in the tests)
 	$(VENV)/bin/ruff check --config tests/ruff.toml $(PYTHON_SOURCES)

@@ -27,8 +27,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-# The tests' harness starts containers and waits for them: one helper for both.
-sys.path.insert(0, str(BENCH.parent / "tests"))
+# The harness (harness/ at the top of the repository) starts containers and waits for them, for
+# the tests and the bench alike; it reads the image's defaults from tornado_bundle.
+sys.path.insert(0, str(BENCH.parent))
 from harness import docker as docker_run  # noqa: E402
 from harness import http_get, wait_for, wrk  # noqa: E402
 from harness import start as start_container  # noqa: E402
@@ -393,7 +394,7 @@ GOALS: list[tuple[Goal, Callable[[Results], float]]] = [
     ),
     (
         Goal("WebSocket round trips/s, through nginx ÷ straight to one instance", 0.8, False),
-        lambda r: r.ws("static_nginx", "rate") / r.ws("static_tornado", "rate"),
+        lambda r: r.ws("ws_through_nginx", "rate") / r.ws("ws_one_instance", "rate"),
     ),
 ]
 
@@ -462,10 +463,10 @@ def report(results: Results, load: Load, rounds: int, breakdown: list[tuple[str,
         f"Expected throughput per core, from the bundle's CPU per request: ~{per_core:,.0f} req/s.",
         "",
         f"WebSocket echo ({WEBSOCKET_CLIENTS} connections, median of the rounds): through nginx "
-        f"to 2 instances {results.ws('static_nginx', 'rate'):,.0f} round trips/s at "
-        f"{results.ws('static_nginx', 'cpu_us'):.0f} µs of container CPU each; straight to one "
-        f"instance {results.ws('static_tornado', 'rate'):,.0f} at "
-        f"{results.ws('static_tornado', 'cpu_us'):.0f} µs.",
+        f"to 2 instances {results.ws('ws_through_nginx', 'rate'):,.0f} round trips/s at "
+        f"{results.ws('ws_through_nginx', 'cpu_us'):.0f} µs of container CPU each; straight to one "
+        f"instance {results.ws('ws_one_instance', 'rate'):,.0f} at "
+        f"{results.ws('ws_one_instance', 'cpu_us'):.0f} µs.",
         "",
         "Where the bundle's CPU goes (one more round, per process, µs per request):",
         "",
@@ -517,7 +518,10 @@ def main() -> int:
     app_dir = bench_app_dir()
     runs = contenders(arguments.image, arguments.seed_image, app_dir)
     by_key = {c.key: c for c in runs}
-    websockets: dict[str, list[dict[str, float]]] = {"static_nginx": [], "static_tornado": []}
+    # The WebSocket echo runs against the two containers of the static-file contenders (the
+    # bench app's bundle, and the app alone in one process): by WebSocket path -> contender.
+    echo_on = {"ws_through_nginx": "static_nginx", "ws_one_instance": "static_tornado"}
+    websockets: dict[str, list[dict[str, float]]] = {key: [] for key in echo_on}
     try:
         for contender in runs:
             start(contender)
@@ -535,7 +539,7 @@ def main() -> int:
         for round_number in range(arguments.rounds):
             keys = list(websockets) if round_number % 2 == 0 else list(reversed(websockets))
             for key in keys:
-                websockets[key].append(websocket_rate(by_key[key], load.seconds))
+                websockets[key].append(websocket_rate(by_key[echo_on[key]], load.seconds))
             rates = {key: f"{runs_[-1]['rate']:,.0f}" for key, runs_ in websockets.items()}
             print(f"round {round_number + 1}: WebSocket round trips/s {rates}", flush=True)
         breakdown = where_the_cpu_goes(runs[0], load)

@@ -12,12 +12,13 @@ import tornado.netutil
 import tornado.process
 from tornado.httpserver import HTTPServer
 
-from tornado_bundle.app_loader import app_spec, load_app
-from tornado_bundle.runner import configure_logging
+from tornado_bundle.app_loader import load_app
+from tornado_bundle.instance_logs import configure_logging
+from tornado_bundle.settings import load
 
 
 async def serve(sockets: list) -> None:
-    server = HTTPServer(load_app(app_spec()), xheaders=True)
+    server = HTTPServer(load_app(load().app), xheaders=True)
     server.add_sockets(sockets)
     await asyncio.Event().wait()
 

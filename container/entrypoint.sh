@@ -12,6 +12,11 @@ if [ "${1:-}" = "supervisord-fail-fast" ] || [ "${1:-}" = "supervisord" ]; then
         [ -x "$hook" ] || continue
         "$hook"
     done
+    # What the start hook derived from the settings, for supervisord.conf (BUNDLE_* values).
+    set -a
+    # shellcheck source=/dev/null # written by the start hook (tornado_bundle/start.py)
+    . /tmp/tornado-bundle/bundle.env
+    set +a
     bundle-log "$me" info "configuration complete; starting $1"
 fi
 

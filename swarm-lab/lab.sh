@@ -170,6 +170,8 @@ front() {
     docker run --detach --name "$name" --network host --volume "$dir:/front:ro" \
         --entrypoint nginx "$image" -c /front/nginx.conf >/dev/null
     log "front: http://127.0.0.1:$port/ -> $service on every node"
+    # `down` ends this loop by the pid recorded here, and nothing else.
+    echo $$ >"$dir/refresh.pid"
     while sleep 1; do
         upstreams=$(front_upstreams "$service")
         if [ "$upstreams" != "$(cat "$dir/upstreams.conf")" ]; then
@@ -194,7 +196,9 @@ revive_node() {
 down() {
     local node dir
     docker rm --force "$LAB-front" >/dev/null 2>&1 || true
-    pkill -f -- "lab.sh front " 2>/dev/null || true
+    if [ -s "$STATE/front/refresh.pid" ]; then
+        kill "$(cat "$STATE/front/refresh.pid")" 2>/dev/null || true
+    fi
     # The whole swarm goes, with its data: no need to leave it politely first.
     for node in $(nodes); do
         kill_engine "$node"

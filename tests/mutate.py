@@ -50,11 +50,11 @@ MUTATIONS = [
     Mutation(
         "diagnostics routes always on",
         "tornado_bundle/runner.py",
-        "    if settings.diagnostics:\n        diagnostics.add_routes(app)",
+        "    if bundle.diagnostics:\n        diagnostics.add_routes(app)",
         "    diagnostics.add_routes(app)",
         (
-            "tests/test_runner.py::AppTest",
-            "tests/test_bundle.py::test_internal_addresses_stay_hidden_and_diagnostics_are_off_by_default",
+            "tests/unit/test_runner.py::AppTest",
+            "tests/image/test_bundle.py::test_internal_addresses_stay_hidden_and_diagnostics_are_off_by_default",
         ),
     ),
     Mutation(
@@ -62,58 +62,58 @@ MUTATIONS = [
         "tornado.conf",
         "        proxy_set_header X-Real-IP $remote_addr;\n",
         "",
-        ("tests/test_bundle.py::test_a_client_cannot_choose_its_own_address_or_scheme",),
+        ("tests/image/test_bundle.py::test_a_client_cannot_choose_its_own_address_or_scheme",),
     ),
     Mutation(
         "X-Scheme passed from the client",
         "tornado.conf",
         '        proxy_set_header X-Scheme "";\n',
         "",
-        ("tests/test_bundle.py::test_a_client_cannot_choose_its_own_address_or_scheme",),
+        ("tests/image/test_bundle.py::test_a_client_cannot_choose_its_own_address_or_scheme",),
     ),
     Mutation(
         "drain does not wait for nginx's idle connections",
-        "tornado_bundle/runner.py",
+        "tornado_bundle/drain.py",
         "    while server.open_connections() and loop.time() < deadline:",
         "    while False:",
-        ("tests/test_runner.py::test_drain_waits_for_an_idle_kept_alive_connection_to_close",),
+        ("tests/unit/test_runner.py::test_drain_waits_for_an_idle_kept_alive_connection_to_close",),
     ),
     Mutation(
         "drain returns at once",
-        "tornado_bundle/runner.py",
+        "tornado_bundle/drain.py",
         "    server.stop()\n    closed = close_websockets()",
         "    server.stop()\n    return\n    closed = close_websockets()",
         (
-            "tests/test_runner.py::test_drain_lets_the_in_flight_request_finish_and_refuses_new_ones",
-            "tests/test_resilience.py::test_a_restarted_instance_finishes_its_in_flight_request",
+            "tests/unit/test_runner.py::test_drain_lets_the_in_flight_request_finish_and_refuses_new_ones",
+            "tests/image/test_resilience.py::test_a_restarted_instance_finishes_its_in_flight_request",
         ),
     ),
     Mutation(
         "drain closes every connection at once",
-        "tornado_bundle/runner.py",
+        "tornado_bundle/drain.py",
         "    server.stop()\n    closed = close_websockets()",
         "    server.stop()\n    await server.close_all_connections()\n"
         "    closed = close_websockets()",
         (
-            "tests/test_runner.py::test_drain_lets_the_in_flight_request_finish_and_refuses_new_ones",
-            "tests/test_resilience.py::test_a_restarted_instance_finishes_its_in_flight_request",
+            "tests/unit/test_runner.py::test_drain_lets_the_in_flight_request_finish_and_refuses_new_ones",
+            "tests/image/test_resilience.py::test_a_restarted_instance_finishes_its_in_flight_request",
         ),
     ),
     Mutation(
         "write_atomically writes in place",
-        "tornado_bundle/config.py",
+        "tornado_bundle/files.py",
         '    partial = path.with_suffix(".partial")\n    partial.write_text(text)\n'
         "    partial.replace(path)",
         "    path.write_text(text)",
-        ("tests/test_config.py::test_output_is_written_atomically",),
+        ("tests/unit/test_settings.py::test_output_is_written_atomically",),
     ),
     Mutation(
         "no max_fails=0",
-        "tornado_bundle/config.py",
-        'servers.append(f"server 127.0.0.1:{port}{weight} max_fails=0;")',
-        'servers.append(f"server 127.0.0.1:{port}{weight};")',
+        "tornado.conf",
+        "weight=@INSTANCE_WEIGHT@ max_fails=0;",
+        "weight=@INSTANCE_WEIGHT@;",
         (
-            "tests/test_resilience.py::"
+            "tests/image/test_resilience.py::"
             "test_kill_9_of_one_instance_fails_no_request_and_it_is_back_within_3_seconds",
         ),
     ),
@@ -123,7 +123,7 @@ MUTATIONS = [
         "    default upgrade;\n    '' '';",
         "    default upgrade;\n    '' close;",
         (
-            "tests/test_long_lived.py::"
+            "tests/image/test_long_lived.py::"
             "test_plain_requests_keep_reusing_upstream_connections_after_websockets",
         ),
     ),
@@ -132,7 +132,7 @@ MUTATIONS = [
         "tornado.conf",
         "        proxy_set_header Upgrade $http_upgrade;\n",
         "",
-        ("tests/test_long_lived.py::test_permessage_deflate_is_negotiated_end_to_end",),
+        ("tests/image/test_long_lived.py::test_permessage_deflate_is_negotiated_end_to_end",),
     ),
     Mutation(
         "Host without its port (check_origin refuses the page's own origin)",
@@ -140,7 +140,7 @@ MUTATIONS = [
         "        proxy_set_header Host $forward_host;",
         "        proxy_set_header Host $host;",
         (
-            "tests/test_long_lived.py::"
+            "tests/image/test_long_lived.py::"
             "test_a_foreign_origin_is_refused_and_the_same_origin_accepted",
         ),
     ),
@@ -149,53 +149,55 @@ MUTATIONS = [
         "tornado.conf",
         "        proxy_next_upstream error;",
         "        proxy_next_upstream error timeout;",
-        ("tests/test_long_lived.py::test_a_timeout_is_a_504_and_the_request_ran_once",),
+        ("tests/image/test_long_lived.py::test_a_timeout_is_a_504_and_the_request_ran_once",),
     ),
     Mutation(
         "drain leaves WebSockets open",
-        "tornado_bundle/runner.py",
+        "tornado_bundle/drain.py",
         "    closed = close_websockets()",
         "    closed = 0",
         (
-            "tests/test_runner.py::test_drain_closes_websockets_with_1001_at_once",
-            "tests/test_long_lived.py::"
+            "tests/unit/test_runner.py::test_drain_closes_websockets_with_1001_at_once",
+            "tests/image/test_long_lived.py::"
             "test_rolling_restart_sends_1001_to_50_websockets_and_they_reconnect",
         ),
     ),
     Mutation(
         "no pings for idle WebSockets",
         "tornado_bundle/runner.py",
-        '    app.settings.setdefault("websocket_ping_interval", settings.websocket_ping_interval)',
+        '    app.settings.setdefault("websocket_ping_interval", bundle.websocket_ping_interval)',
         "",
-        ("tests/test_long_lived.py::test_an_idle_websocket_outlives_three_proxy_read_timeouts",),
+        (
+            "tests/image/test_long_lived.py::test_an_idle_websocket_outlives_three_proxy_read_timeouts",
+        ),
     ),
     Mutation(
         "dotfiles served",
-        "container/static-files.conf",
+        "container/nginx/static-files.conf.template",
         "    location ~ /\\. {\n        return 404;\n    }\n",
         "",
-        ("tests/test_apps.py::test_traversal_and_dotfiles_never_leak",),
+        ("tests/image/test_apps.py::test_traversal_and_dotfiles_never_leak",),
     ),
     Mutation(
         "no precompressed files",
-        "container/static-files.conf",
+        "container/nginx/static-files.conf.template",
         "    gzip_static on;",
         "    gzip_static off;",
-        ("tests/test_apps.py::test_precompressed_copy_only_for_clients_that_accept_gzip",),
+        ("tests/image/test_apps.py::test_precompressed_copy_only_for_clients_that_accept_gzip",),
     ),
     Mutation(
         "versioned static links not cached for a year",
         "tornado.conf",
         '    default "public, max-age=31536000, immutable";',
         '    default "public, max-age=60, must-revalidate";',
-        ("tests/test_apps.py::test_only_versioned_links_are_cached_for_a_year",),
+        ("tests/image/test_apps.py::test_only_versioned_links_are_cached_for_a_year",),
     ),
     Mutation(
         "static files proxied to Tornado",
-        "container/static-files.conf",
+        "container/nginx/static-files.conf.template",
         "    alias @STATIC_PATH@;",
         "    proxy_pass http://tornadoes;",
-        ("tests/test_apps.py::test_static_files_are_served_while_every_instance_is_stopped",),
+        ("tests/image/test_apps.py::test_static_files_are_served_while_every_instance_is_stopped",),
     ),
     Mutation(
         "the watchdog never kills",
@@ -203,8 +205,8 @@ MUTATIONS = [
         "            os.kill(instance.pid, signal.SIGKILL)",
         "            pass",
         (
-            "tests/test_watchdog_unit.py",
-            "tests/test_watchdog.py::test_a_hung_instance_is_killed_and_replaced_with_no_failed_get",
+            "tests/unit/test_watchdog_unit.py",
+            "tests/image/test_watchdog.py::test_a_hung_instance_is_killed_and_replaced_with_no_failed_get",
         ),
     ),
     Mutation(
@@ -213,16 +215,16 @@ MUTATIONS = [
         'if [ $# -eq 0 ]; then\n    if [ ! -f "$report" ]',
         'if false; then\n    if [ ! -f "$report" ]',
         (
-            "tests/test_watchdog.py::test_unhealthy_while_an_instance_is_hung_and_healthy_again_after",
+            "tests/image/test_watchdog.py::test_unhealthy_while_an_instance_is_hung_and_healthy_again_after",
         ),
     ),
     Mutation(
         "no blocked-loop warning",
-        "tornado_bundle/runner.py",
+        "tornado_bundle/loop_monitor.py",
         "            if blocked > self.threshold and beat != warned_for:",
         "            if False:",
         (
-            "tests/test_watchdog.py::"
+            "tests/image/test_watchdog.py::"
             "test_a_blocking_handler_is_named_by_file_and_line_then_killed_with_its_stack",
         ),
     ),
@@ -231,28 +233,28 @@ MUTATIONS = [
         "tornado_bundle/runner.py",
         "backlog=capacity().listen_backlog)",
         "backlog=128)",
-        ("tests/test_watchdog.py::test_3000_active_keep_alive_clients_get_only_200s",),
+        ("tests/image/test_watchdog.py::test_3000_active_keep_alive_clients_get_only_200s",),
     ),
     Mutation(
         "the build host's CA certificates kept",
         "Dockerfile",
         "    rm -f /usr/local/share/ca-certificates/*.crt; \\\n",
         "",
-        ("tests/test_trust.py::test_the_runtime_trusts_debian_s_ca_set_and_nothing_else",),
+        ("tests/image/test_trust.py::test_the_runtime_trusts_debian_s_ca_set_and_nothing_else",),
     ),
     Mutation(
         "setuid bits kept",
         "Dockerfile",
         "    find / -xdev -perm /6000 -type f -exec chmod a-s {} +",
         "    true",
-        ("tests/test_trust.py::test_no_setuid_or_setgid_file",),
+        ("tests/image/test_trust.py::test_no_setuid_or_setgid_file",),
     ),
     Mutation(
         "a crash loop longer than startsecs never stops the container",
         "tornado_bundle/fail_fast.py",
         "        if self.quick_exits[name] >= QUICK_EXITS:",
         "        if False:",
-        ("tests/test_fail_fast.py",),
+        ("tests/unit/test_fail_fast.py",),
     ),
     Mutation(
         "no 503 past capacity",
@@ -260,45 +262,47 @@ MUTATIONS = [
         "    limit_conn active_requests @MAX_ACTIVE_REQUESTS@;\n",
         "",
         (
-            "tests/test_watchdog.py::"
+            "tests/image/test_watchdog.py::"
             "test_beyond_capacity_a_fast_503_and_service_returns_when_the_crowd_leaves",
         ),
     ),
     Mutation(
         "TLS: no server cipher order",
-        "container/tls.conf",
+        "container/nginx/tls.conf.template",
         "ssl_prefer_server_ciphers on;",
         "ssl_prefer_server_ciphers off;",
-        ("tests/test_production.py::test_testssl_finds_nothing_medium_or_above",),
+        ("tests/image/test_production.py::test_testssl_finds_nothing_medium_or_above",),
     ),
     Mutation(
         "TLS: no HTTP/2",
-        "container/tls.conf",
+        "container/nginx/tls.conf.template",
         "http2 on;",
         "http2 off;",
-        ("tests/test_production.py::test_https_negotiates_http2_and_tornado_sees_https",),
+        ("tests/image/test_production.py::test_https_negotiates_http2_and_tornado_sees_https",),
     ),
     Mutation(
         "an expired certificate is accepted",
-        "tornado_bundle/config.py",
+        "tornado_bundle/certificates.py",
         "    if expires <= (now or datetime.datetime.now(datetime.UTC)):",
         "    if False:",
-        ("tests/test_production.py::test_bad_certificate_or_key_exits_1_with_one_line",),
+        ("tests/image/test_production.py::test_bad_certificate_or_key_exits_1_with_one_line",),
     ),
     Mutation(
         "TLS_REDIRECT also redirects the health check",
         "tornado.conf",
         "    @HEALTH_PATH@ 0;\n",
         "",
-        ("tests/test_production.py::test_tls_redirect_sends_308_except_for_the_health_check",),
+        (
+            "tests/image/test_production.py::test_tls_redirect_sends_308_except_for_the_health_check",
+        ),
     ),
     Mutation(
         "Tornado's log lines lose the request ID",
-        "tornado_bundle/runner.py",
+        "tornado_bundle/drain.py",
         '        REQUEST_ID.set(request.headers.get("X-Request-ID", ""))\n',
         "",
         (
-            "tests/test_production.py::test_request_id_joins_the_response_the_access_line_and_the_traceback",
+            "tests/image/test_production.py::test_request_id_joins_the_response_the_access_line_and_the_traceback",
         ),
     ),
     Mutation(
@@ -307,7 +311,7 @@ MUTATIONS = [
         "geo $realip_remote_addr $from_trusted_proxy {\n    default 0;",
         "geo $realip_remote_addr $from_trusted_proxy {\n    default 1;",
         (
-            "tests/test_production.py::test_request_id_joins_the_response_the_access_line_and_the_traceback",
+            "tests/image/test_production.py::test_request_id_joins_the_response_the_access_line_and_the_traceback",
         ),
     ),
     Mutation(
@@ -315,14 +319,14 @@ MUTATIONS = [
         "tornado_bundle/logs.py",
         '    if stripped.startswith(b"{") and stripped.endswith(b"}"):',
         "    if True:",
-        ("tests/test_production.py::test_json_logs_every_line_is_an_object_with_the_fields",),
+        ("tests/image/test_production.py::test_json_logs_every_line_is_an_object_with_the_fields",),
     ),
     Mutation(
         "ACCESS_LOG=off is ignored",
-        "tornado_bundle/config.py",
-        '    access_log = "access_log off;"\n    if settings.access_log:',
-        '    access_log = "access_log off;"\n    if True:',
-        ("tests/test_production.py::test_access_log_off_keeps_the_warnings",),
+        "tornado_bundle/nginx.py",
+        '        "ACCESS_LOG": settings.access_log,',
+        '        "ACCESS_LOG": True,',
+        ("tests/image/test_production.py::test_access_log_off_keeps_the_warnings",),
     ),
     Mutation(
         "nginx's output is not kept for supervisorctl tail",
@@ -330,17 +334,17 @@ MUTATIONS = [
         "stdout_logfile=/tmp/log/%(program_name)s.log\nstdout_logfile_maxbytes=1MB",
         "stdout_logfile=/dev/stdout\nstdout_logfile_maxbytes=0",
         (
-            "tests/test_production.py::test_supervisorctl_tail_and_maintail_read_each_program_s_capped_log",
+            "tests/image/test_production.py::test_supervisorctl_tail_and_maintail_read_each_program_s_capped_log",
         ),
     ),
     Mutation(
         "a restarted instance takes the counters of all with it",
-        "tornado_bundle/runner.py",
+        "tornado_bundle/request_metrics.py",
         '    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(METRICS_DIR)\n',
         '    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(METRICS_DIR)\n'
         '    [path.unlink() for path in METRICS_DIR.glob("*.db")]\n',
         (
-            "tests/test_production.py::test_prometheus_counts_exactly_n_requests_across_instances_and_restarts",
+            "tests/image/test_production.py::test_prometheus_counts_exactly_n_requests_across_instances_and_restarts",
         ),
     ),
     Mutation(
@@ -348,7 +352,25 @@ MUTATIONS = [
         "swarm-lab/front.conf",
         "proxy_next_upstream error timeout http_502 http_503 http_504;",
         "proxy_next_upstream off;",
-        ("tests/test_swarm_lab.py",),
+        ("tests/lab/test_swarm_lab.py",),
+    ),
+    Mutation(
+        "the request metrics keep a series per raw method name",
+        "tornado_bundle/request_metrics.py",
+        "        key = (method, type(handler), handler.get_status())",
+        "        key = (request.method, type(handler), handler.get_status())",
+        (
+            "tests/image/test_hostile_input.py::test_ten_thousand_invented_methods_leave_memory_flat",
+        ),
+    ),
+    Mutation(
+        "nginx passes any method to the app",
+        "tornado.conf",
+        '    if ($request_method !~ "^(@KNOWN_METHODS@)$") {\n        return 501;\n    }\n',
+        "",
+        (
+            "tests/image/test_hostile_input.py::test_ten_thousand_invented_methods_leave_memory_flat",
+        ),
     ),
 ]
 

@@ -1,9 +1,28 @@
 """The bundle's own Python: what runs any Tornado app behind nginx under Supervisor.
 
-runner      serves the app that APP names (or main.py's) on --port, with the graceful drain
-app_loader  APP=module:callable -> a tornado.web.Application (and its static files), or one error
-config      environment -> validated settings -> the rendered nginx files
-start       the start hook: validates, loads the app once, writes the nginx files into /tmp
-fail_fast   supervisord as PID 1, exiting 1 when a program cannot stay up
-diagnostics DIAGNOSTICS=on endpoints for tests and demos
+Shared by every process (import nothing of Tornado):
+names           paths, Supervisor's names, the instances' address, the known methods
+settings        the settings table; the environment parsed once into a frozen Settings
+certificates    TLS_CERT_FILE and TLS_KEY_FILE checked before nginx gets them
+limits          open files and listen queue, and the connection slots they allow
+files           atomic writes under /tmp
+
+The start hook (docker-entrypoint.d/10-render-config.sh):
+start           parses the settings, loads the app once, writes every file under /tmp
+nginx           the nginx files from the templates: values, and which lines and files apply
+app_loader      APP=module:callable -> a tornado.web.Application (and its static files)
+
+Each Tornado instance (supervisord.conf [program:tornado]):
+runner          serves the app on --port: what the bundle adds to it, then serve
+drain           the graceful drain on SIGTERM
+loop_monitor    BLOCKED_LOOP_WARNING: the stack of what blocks the event loop
+request_metrics request counts and durations for the metrics endpoint
+instance_logs   the instance's log format and the request ID
+diagnostics     DIAGNOSTICS=on endpoints for tests and demos
+
+supervisord's own process (PID 1):
+fail_fast       supervisord, exiting 1 when a program cannot stay up
+watchdog        restarts hung or oversized instances
+logs            the programs' output relayed to the container's, in one format
+metrics         the Prometheus endpoint on METRICS_PORT
 """

@@ -13,11 +13,11 @@ import os
 import re
 import sys
 import traceback
-from collections.abc import Mapping
 
 import tornado.web
 
-from tornado_bundle.config import APP_ENV, DEFAULT_APP, NGINX_SAFE_PATH, StaticFiles
+from tornado_bundle.nginx import StaticFiles
+from tornado_bundle.settings import NGINX_SAFE_PATH
 
 APP_SPEC = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
 
@@ -26,11 +26,7 @@ class AppError(Exception):
     """One line for the user: APP, its value and the reason."""
 
     def __init__(self, spec: str, reason: str) -> None:
-        super().__init__(f"{APP_ENV}={spec!r}: {reason}")
-
-
-def app_spec(environ: Mapping[str, str] = os.environ) -> str:
-    return environ.get(APP_ENV, DEFAULT_APP)
+        super().__init__(f"APP={spec!r}: {reason}")
 
 
 def _last_traceback_line(error: BaseException) -> str:

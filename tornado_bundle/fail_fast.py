@@ -18,20 +18,17 @@ Usage: supervisord-fail-fast [supervisord options], e.g. -c /etc/supervisor/supe
 
 from __future__ import annotations
 
-import os
 import sys
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any
 
 from supervisor import events, loggers, supervisord
 from supervisor.states import ProcessStates, SupervisorStates
 
-from tornado_bundle import logs, watchdog
-from tornado_bundle.config import ConfigError, log_format, metrics_port, watchdog_settings
+from tornado_bundle import logs, settings, watchdog
+from tornado_bundle.names import GROUP
 
 PROGRAM = "supervisord-fail-fast"
-T = TypeVar("T")
 # Supervisor counts a start as failed only when the process exits within startsecs (1 s); on a
 # busy machine, or with an app that takes long to import, a process that can never start lives
 # longer than that and is restarted forever. An unexpected exit this soon after its start counts
@@ -53,6 +50,8 @@ def describe(process_name: str, group_name: str) -> str:
 
 class FailFastSupervisor(supervisord.Supervisor):
     failure: str | None = None
+    # What the start hook wrote (main() reads it before supervisord starts).
+    bundle: settings.Settings
 
     def runforever(self) -> None:
         # Process name -> how many unexpected exits in a row came soon after a start.
@@ -75,7 +74,7 @@ class FailFastSupervisor(supervisord.Supervisor):
 
     def relay_output(self) -> None:
         """Each program's output (also in its file in /tmp/log) to the container's output."""
-        relay = logs.Relay(json_lines=log_format(os.environ) == "json")
+        relay = logs.Relay(json_lines=self.bundle.log_format == "json")
 
         def on_output(event: events.ProcessLogEvent) -> None:
             fd = 1 if isinstance(event, events.ProcessLogStdoutEvent) else 2
@@ -83,17 +82,8 @@ class FailFastSupervisor(supervisord.Supervisor):
 
         events.subscribe(events.ProcessLogEvent, on_output)
 
-    def setting(self, read: Callable[[Mapping[str, str]], T]) -> T | None:
-        """A setting from the environment; None, logged, when it is wrong (the start hook has
-        refused it already; this happens only when supervisord-fail-fast runs by hand)."""
-        try:
-            return read(os.environ)
-        except ConfigError as error:
-            self.options.logger.critical(f"{PROGRAM}: {error}")
-            return None
-
     def start_metrics(self) -> None:
-        port = self.setting(metrics_port)
+        port = self.bundle.metrics_port
         if port:
             # Imported only when on: prometheus_client costs PID 1 a few MB.
             from tornado_bundle import metrics
@@ -121,17 +111,15 @@ class FailFastSupervisor(supervisord.Supervisor):
         self.starts[name] = self.starts.get(name, 0) + 1
 
     def start_watchdog(self) -> None:
-        settings = self.setting(watchdog_settings)
-        if settings is not None:
-            watchdog.start(settings, self.running_instances, self.is_running)
+        watchdog.start(self.bundle, self.running_instances, self.is_running)
 
     def running_instances(self) -> dict[str, int]:
         """Supervisor's RUNNING Tornado instances, name -> pid (read from the watchdog thread)."""
-        group = self.process_groups.get(watchdog.GROUP)
+        group = self.process_groups.get(GROUP)
         if group is None:
             return {}
         return {
-            f"{watchdog.GROUP}:{name}": process.pid
+            f"{GROUP}:{name}": process.pid
             for name, process in list(group.processes.items())
             if process.get_state() == ProcessStates.RUNNING
         }
@@ -184,7 +172,14 @@ def log_json() -> None:
 
 
 def main(arguments: list[str]) -> int:
-    if log_format(os.environ) == "json":
+    try:
+        FailFastSupervisor.bundle = settings.load()
+    except settings.ConfigError as error:
+        # Only when run by hand without the start hook: the hook refuses this value first.
+        logs.emit(PROGRAM, "critical", f"error: {error}", logs.json_wanted(), stream=sys.stderr)
+        return 1
+    json_lines = FailFastSupervisor.bundle.log_format == "json"
+    if json_lines:
         log_json()
     # supervisord.main() builds its Supervisor through this module attribute.
     supervisord.Supervisor = FailFastSupervisor  # type: ignore[misc]
@@ -195,6 +190,7 @@ def main(arguments: list[str]) -> int:
         PROGRAM,
         "critical",
         f"exiting with status 1: {FailFastSupervisor.failure}",
+        json_lines,
         stream=sys.stderr,
     )
     return 1

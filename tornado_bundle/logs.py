@@ -21,8 +21,6 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
-from tornado_bundle.config import log_format
-
 # A line longer than this without a newline is written out in pieces (a program that never
 # ends its line must not grow PID 1's memory).
 MAX_LINE = 64 * 1024
@@ -50,21 +48,23 @@ def json_line(source: str, level: str, message: str, **fields: Any) -> str:
     return json.dumps(record, ensure_ascii=False)
 
 
-def formatted(source: str, level: str, message: str, environ: Mapping[str, str]) -> str:
+def formatted(source: str, level: str, message: str, json_lines: bool) -> str:
     """One line of the bundle's own: "source: message" in text, a JSON object in json."""
-    if log_format(environ) == "json":
+    if json_lines:
         return json_line(source, level, message)
     return f"{source}: {message}"
 
 
 def emit(
-    source: str,
-    level: str,
-    message: str,
-    environ: Mapping[str, str] = os.environ,
-    stream: TextIO | None = None,
+    source: str, level: str, message: str, json_lines: bool = False, stream: TextIO | None = None
 ) -> None:
-    print(formatted(source, level, message, environ), file=stream or sys.stdout, flush=True)
+    print(formatted(source, level, message, json_lines), file=stream or sys.stdout, flush=True)
+
+
+def json_wanted(environ: Mapping[str, str] = os.environ) -> bool:
+    """LOG_FORMAT=json, for a line written before the settings are parsed (or when they are
+    wrong: the start hook then stops the container with that very line)."""
+    return environ.get("LOG_FORMAT") == "json"
 
 
 def wrap(source: str, line: bytes) -> bytes:

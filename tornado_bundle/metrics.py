@@ -4,8 +4,8 @@ listener:
 
 - tornado_requests_total and tornado_request_duration_seconds, by method, handler and status,
   added up across every Tornado instance: each instance writes prometheus_client's multiprocess
-  files (tornado_bundle/runner.py), and the files of an instance that has exited stay and still
-  count, so a counter does not go back when an instance restarts;
+  files (tornado_bundle/request_metrics.py), and the files of an instance that has exited stay
+  and still count, so a counter does not go back when an instance restarts;
 - tornado_bundle_process_up, _restarts_total and _uptime_seconds per Supervisor process;
 - nginx_connections_* and nginx_http_requests_total from nginx's stub_status, which listens on
   a socket file only (tornado.conf), and nginx_up.
@@ -24,7 +24,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from tornado_bundle.config import METRICS_DIR, NGINX_STATUS_PATH, NGINX_STATUS_SOCKET
+from tornado_bundle.names import METRICS_DIR, NGINX_STATUS_PATH, NGINX_STATUS_SOCKET
 
 ProcessStates = Callable[[], list[tuple[str, bool, float, int]]]
 

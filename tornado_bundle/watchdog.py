@@ -35,28 +35,37 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tornado_bundle import logs
-from tornado_bundle.config import (
+from tornado_bundle.files import write_atomically
+from tornado_bundle.names import (
     HEALTH_PATH,
-    INSTANCES,
     LISTEN_ADDRESS,
-    WatchdogSettings,
-    write_atomically,
+    UNRESPONSIVE_FILE,
+    instance_name,
 )
+from tornado_bundle.settings import Settings
 
 PROGRAM = "watchdog"
-REPORT = INSTANCES.parent / "unresponsive"
+# The report the HEALTHCHECK reads.
+REPORT = UNRESPONSIVE_FILE
 PERIOD = 1.0
 PROBE_TIMEOUT = 1.0
 # Unresponsive instances are reported after this long when restarts are off.
 REPORT_AFTER_WHEN_OFF = 10.0
 # Between the stack dump (SIGUSR1) and SIGKILL: time for faulthandler to write.
 DUMP_SECONDS = 0.5
-GROUP = "tornadoes"
 
 
-def log(message: str, level: str = "warning") -> None:
-    # stdout, like supervisord's own lines, so that docker logs keeps them in order.
-    logs.emit(PROGRAM, level, message)
+class Log:
+    """The watchdog's lines, in the container's format; stdout, like supervisord's own lines,
+    so that docker logs keeps them in order."""
+
+    json_lines = False
+
+    def __call__(self, message: str, level: str = "warning") -> None:
+        logs.emit(PROGRAM, level, message, self.json_lines)
+
+
+log = Log()
 
 
 def answers(port: int, timeout: float = PROBE_TIMEOUT) -> bool:
@@ -101,7 +110,7 @@ class Watchdog:
 
     def __init__(
         self,
-        settings: WatchdogSettings,
+        settings: Settings,
         ports: list[int],
         running: Callable[[], dict[str, int]],
         active: Callable[[], bool],
@@ -110,7 +119,7 @@ class Watchdog:
         self.running = running
         self.active = active
         self.instances = {
-            f"{GROUP}:tornado-{port}": Instance(f"{GROUP}:tornado-{port}", port) for port in ports
+            instance_name(port): Instance(instance_name(port), port) for port in ports
         }
         self.pool = ThreadPoolExecutor(max_workers=max(len(ports), 1))
         # The instance (name, old pid) restarted for its memory, until its successor answers.
@@ -144,10 +153,10 @@ class Watchdog:
 
     def act(self, instance: Instance, now: float) -> None:
         silent = now - instance.last_answer
-        if self.settings.timeout and silent >= self.settings.timeout:
+        if self.settings.watchdog_timeout and silent >= self.settings.watchdog_timeout:
             self.kill(instance, silent)
             return
-        limit = self.settings.max_memory_bytes
+        limit = self.settings.instance_max_memory
         if limit is not None and self.replacing is None:
             size = resident_bytes(instance.pid)
             if size > limit:
@@ -156,8 +165,8 @@ class Watchdog:
     def kill(self, instance: Instance, silent: float) -> None:
         log(
             f"{instance.name} (pid {instance.pid}) has not answered {HEALTH_PATH} for "
-            f"{silent:.1f}s (WATCHDOG_TIMEOUT={self.settings.timeout}s): its event loop is "
-            "blocked or the process is stuck; its stacks follow, then it is killed and "
+            f"{silent:.1f}s (WATCHDOG_TIMEOUT={self.settings.watchdog_timeout}s): its event loop "
+            "is blocked or the process is stuck; its stacks follow, then it is killed and "
             "Supervisor starts a new one"
         )
         with contextlib.suppress(ProcessLookupError):
@@ -177,7 +186,7 @@ class Watchdog:
             os.kill(instance.pid, signal.SIGTERM)
 
     def report(self, now: float) -> None:
-        after = self.settings.timeout or REPORT_AFTER_WHEN_OFF
+        after = self.settings.watchdog_timeout or REPORT_AFTER_WHEN_OFF
         silent = {
             name: now - (now if i.healthy_at is None else i.healthy_at)
             for name, i in self.instances.items()
@@ -196,14 +205,16 @@ class Watchdog:
 
 
 def start(
-    settings: WatchdogSettings,
+    settings: Settings,
     running: Callable[[], dict[str, int]],
     active: Callable[[], bool],
 ) -> threading.Thread:
-    """Starts the watchdog thread for the instances in the instances file."""
-    ports = [int(line) for line in INSTANCES.read_text().split()]
-    mode = f"restarts after {settings.timeout}s" if settings.timeout else "restarts off"
-    memory = settings.max_memory_bytes
+    """Starts the watchdog thread for the instances of these settings."""
+    log.json_lines = settings.log_format == "json"
+    ports = list(settings.ports)
+    timeout = settings.watchdog_timeout
+    mode = f"restarts after {timeout}s" if timeout else "restarts off"
+    memory = settings.instance_max_memory
     limit = f"{memory / 2**20:.0f} MiB" if memory else "off"
     log(f"watching {len(ports)} instance(s): {mode}, memory limit {limit}", "info")
     watchdog = Watchdog(settings, ports, running, active)

@@ -1,0 +1,89 @@
+"""Unit tests of tornado_bundle/watchdog.py's decisions, with a fake Supervisor and fake
+instances (the real thing: tests/test_watchdog.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+from pathlib import Path
+
+import pytest
+
+from tornado_bundle import settings, watchdog
+
+NAME = "tornadoes:tornado-8000"
+
+
+ANSWERING = [True]
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[tuple[int, int]]:
+    signals: list[tuple[int, int]] = []
+    monkeypatch.setattr(watchdog, "answers", lambda port, timeout=1.0: ANSWERING[0])
+    monkeypatch.setattr(watchdog.os, "kill", lambda pid, signum: signals.append((pid, signum)))
+    monkeypatch.setattr(watchdog.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(watchdog, "REPORT", tmp_path / "unresponsive")
+    return signals
+
+
+def make(
+    timeout: int, memory: int | None = None, answering: bool = True, running: bool = True
+) -> watchdog.Watchdog:
+    dog = watchdog.Watchdog(
+        dataclasses.replace(
+            settings.defaults(), watchdog_timeout=timeout, instance_max_memory=memory
+        ),
+        [8000],
+        lambda: {NAME: 42} if running else {},
+        lambda: True,
+    )
+    ANSWERING[0] = answering
+    return dog
+
+
+def test_an_instance_that_answers_is_left_alone(sent: list[tuple[int, int]]) -> None:
+    dog = make(timeout=10)
+    for second in range(30):
+        dog.check(float(second))
+    assert sent == []
+    assert watchdog.REPORT.read_text() == ""
+
+
+def test_silent_for_the_timeout_gets_its_stack_dumped_then_killed_once(
+    sent: list[tuple[int, int]],
+) -> None:
+    dog = make(timeout=10, answering=False)
+    for second in range(10):
+        dog.check(float(second))
+    assert sent == []
+    dog.check(10.0)
+    assert sent == [(42, signal.SIGUSR1), (42, signal.SIGKILL)]
+    dog.check(11.0)
+    assert len(sent) == 2, "the same pid is not killed twice"
+
+
+def test_timeout_0_never_kills_but_reports_after_10_seconds(sent: list[tuple[int, int]]) -> None:
+    dog = make(timeout=0, answering=False)
+    for second in range(12):
+        dog.check(float(second))
+    assert sent == []
+    assert watchdog.REPORT.read_text().startswith(f"{NAME} 11.0")
+
+
+def test_a_stopped_instance_is_not_reported(sent: list[tuple[int, int]]) -> None:
+    dog = make(timeout=5, answering=False, running=False)
+    for second in range(20):
+        dog.check(float(second))
+    assert sent == []
+    assert watchdog.REPORT.read_text() == ""
+
+
+def test_above_the_memory_limit_a_graceful_restart(
+    sent: list[tuple[int, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(watchdog, "resident_bytes", lambda pid: 200 * 2**20)
+    dog = make(timeout=10, memory=100 * 2**20)
+    dog.check(0.0)
+    dog.check(1.0)
+    assert sent == [(42, signal.SIGTERM)], "one SIGTERM, then wait for the new instance"

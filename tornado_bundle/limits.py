@@ -1,0 +1,40 @@
+"""What the container's limits allow: open files per process and the kernel's listen queue, read
+at start. nginx's connection slots and every listen backlog (nginx's and the instances') follow
+from them."""
+
+from __future__ import annotations
+
+import resource
+from dataclasses import dataclass
+from pathlib import Path
+
+SOMAXCONN = Path("/proc/sys/net/core/somaxconn")
+# Open files nginx keeps for what is not a connection: static files, logs, temporary files.
+FILES_RESERVE = 1024
+
+
+@dataclass(frozen=True)
+class Capacity:
+    open_files: int
+    listen_backlog: int
+
+    @property
+    def worker_connections(self) -> int:
+        return max(self.open_files - FILES_RESERVE, 512)
+
+    @property
+    def max_active_requests(self) -> int:
+        # An active request holds two connections (the client's and one to an instance); a
+        # quarter of them stays free for idle keep-alive clients and for the 503s past this.
+        return self.worker_connections * 3 // 8
+
+
+def capacity() -> Capacity:
+    """From this process's hard RLIMIT_NOFILE and the kernel's net.core.somaxconn."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    open_files = 1_048_576 if hard == resource.RLIM_INFINITY else min(hard, 1_048_576)
+    try:
+        backlog = int(SOMAXCONN.read_text())
+    except (OSError, ValueError):
+        backlog = 4096
+    return Capacity(open_files=open_files, listen_backlog=backlog)
