@@ -120,8 +120,8 @@ MUTATIONS = [
     Mutation(
         "WebSocket map sends Connection: close to plain requests",
         "tornado.conf",
-        "    default upgrade;\n    '' '';",
-        "    default upgrade;\n    '' close;",
+        "    default '';\n    \"~*^websocket$\" upgrade;",
+        '    default close;\n    "~*^websocket$" upgrade;',
         (
             "tests/image/test_long_lived.py::"
             "test_plain_requests_keep_reusing_upstream_connections_after_websockets",
@@ -130,7 +130,7 @@ MUTATIONS = [
     Mutation(
         "no Upgrade header to the instances",
         "tornado.conf",
-        "        proxy_set_header Upgrade $http_upgrade;\n",
+        "        proxy_set_header Upgrade $websocket_upgrade;\n",
         "",
         ("tests/image/test_long_lived.py::test_permessage_deflate_is_negotiated_end_to_end",),
     ),
@@ -317,7 +317,7 @@ MUTATIONS = [
     Mutation(
         "LOG_FORMAT=json passes non-JSON lines through",
         "tornado_bundle/logs.py",
-        '    if stripped.startswith(b"{") and stripped.endswith(b"}"):',
+        "    if _own_record(source, stripped):",
         "    if True:",
         ("tests/image/test_production.py::test_json_logs_every_line_is_an_object_with_the_fields",),
     ),
@@ -371,6 +371,69 @@ MUTATIONS = [
         (
             "tests/image/test_hostile_input.py::test_ten_thousand_invented_methods_leave_memory_flat",
         ),
+    ),
+    Mutation(
+        "the metrics endpoint waits for a request for ever",
+        "tornado_bundle/metrics.py",
+        'asyncio.wait_for(reader.readuntil(b"\\r\\n\\r\\n"), READ_TIMEOUT)',
+        'reader.readuntil(b"\\r\\n\\r\\n")',
+        (
+            "tests/unit/test_production_unit.py::"
+            "test_the_metrics_endpoint_serves_from_one_thread_and_drops_idle_clients",
+        ),
+    ),
+    Mutation(
+        "the metrics endpoint never makes room past MAX_CONNECTIONS",
+        "tornado_bundle/metrics.py",
+        "        if self.open > MAX_CONNECTIONS:",
+        "        if False:",
+        (
+            "tests/unit/test_production_unit.py::"
+            "test_the_metrics_endpoint_serves_from_one_thread_and_drops_idle_clients",
+        ),
+    ),
+    Mutation(
+        "REAL_IP_FROM trusts everyone with /0",
+        "tornado_bundle/settings.py",
+        "    if any(network.prefixlen == 0 for network in networks):",
+        "    if False:",
+        (
+            "tests/unit/test_settings.py::test_bad_values_name_the_variable_the_value_and_what_is_allowed",
+        ),
+    ),
+    Mutation(
+        "the JSON relay passes an app's own JSON as a record",
+        "tornado_bundle/logs.py",
+        '    return isinstance(record, dict) and record.get("source") == source',
+        "    return True",
+        (
+            "tests/unit/test_production_unit.py::"
+            "test_an_app_s_own_json_is_wrapped_and_cannot_claim_another_source",
+        ),
+    ),
+    Mutation(
+        "TLS_REDIRECT before the Host check",
+        "tornado.conf",
+        "@?TLS@    include @RUN_DIR@/tls.conf;\n",
+        "@?TLS@    include @RUN_DIR@/tls.conf;\n"
+        "@?TLS_REDIRECT@    if ($to_https) { return 308 https://$host$request_uri; }\n",
+        (
+            "tests/image/test_production.py::test_tls_redirect_sends_308_except_for_the_health_check",
+        ),
+    ),
+    Mutation(
+        "docker stop cuts WebSockets without 1001",
+        "tornado_bundle/fail_fast.py",
+        "        events.subscribe(events.SupervisorStoppingEvent, self.on_stopping)\n",
+        "",
+        ("tests/image/test_long_lived.py::test_docker_stop_sends_1001_to_every_websocket",),
+    ),
+    Mutation(
+        "supervisord's loop writes the output itself, waiting for its reader",
+        "tornado_bundle/fail_fast.py",
+        "    FailFastSupervisor.relay = logs.Relay(json_lines)",
+        "    FailFastSupervisor.relay = logs.Relay(json_lines, background=False)",
+        ("tests/image/test_output.py",),
     ),
 ]
 

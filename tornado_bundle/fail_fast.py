@@ -18,6 +18,9 @@ Usage: supervisord-fail-fast [supervisord options], e.g. -c /etc/supervisor/supe
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sys
 import time
 from typing import Any
@@ -50,8 +53,10 @@ def describe(process_name: str, group_name: str) -> str:
 
 class FailFastSupervisor(supervisord.Supervisor):
     failure: str | None = None
-    # What the start hook wrote (main() reads it before supervisord starts).
+    # What the start hook wrote, and the writer of the container's output (main() makes both
+    # before supervisord starts).
     bundle: settings.Settings
+    relay: logs.Relay
 
     def runforever(self) -> None:
         # Process name -> how many unexpected exits in a row came soon after a start.
@@ -62,6 +67,7 @@ class FailFastSupervisor(supervisord.Supervisor):
         # Subscribed here because Supervisor.run() clears every subscription before it starts.
         events.subscribe(events.ProcessStateFatalEvent, self.on_fatal)
         events.subscribe(events.ProcessStateExitedEvent, self.on_exited)
+        events.subscribe(events.SupervisorStoppingEvent, self.on_stopping)
         self.relay_output()
         # supervisord's loop first waits up to 1 s for I/O, and only then spawns the programs:
         # spawn them now (in priority order, as the loop would), which takes ~1 s off every
@@ -74,7 +80,7 @@ class FailFastSupervisor(supervisord.Supervisor):
 
     def relay_output(self) -> None:
         """Each program's output (also in its file in /tmp/log) to the container's output."""
-        relay = logs.Relay(json_lines=self.bundle.log_format == "json")
+        relay = self.relay
 
         def on_output(event: events.ProcessLogEvent) -> None:
             fd = 1 if isinstance(event, events.ProcessLogStdoutEvent) else 2
@@ -88,10 +94,11 @@ class FailFastSupervisor(supervisord.Supervisor):
             # Imported only when on: prometheus_client costs PID 1 a few MB.
             from tornado_bundle import metrics
 
+            address = self.bundle.metrics_address
             try:
-                metrics.start(port, self.process_states)
+                metrics.start(address, port, self.process_states, lambda: self.relay.dropped)
             except OSError as error:
-                self.fail(f"METRICS_PORT={port}: cannot listen on it: {error.strerror}")
+                self.fail(f"METRICS_PORT={port}: cannot listen on {address}: {error.strerror}")
 
     def process_states(self) -> list[tuple[str, bool, float, int]]:
         """(name, running, seconds since its start, starts) of every program's processes."""
@@ -111,6 +118,7 @@ class FailFastSupervisor(supervisord.Supervisor):
         self.starts[name] = self.starts.get(name, 0) + 1
 
     def start_watchdog(self) -> None:
+        watchdog.log.relay = self.relay
         watchdog.start(self.bundle, self.running_instances, self.is_running)
 
     def running_instances(self) -> dict[str, int]:
@@ -126,6 +134,14 @@ class FailFastSupervisor(supervisord.Supervisor):
 
     def is_running(self) -> bool:
         return self.options.mood == SupervisorStates.RUNNING
+
+    def on_stopping(self, event: events.SupervisorStoppingEvent) -> None:
+        """The container stops (docker stop, a Kubernetes rollout): before Supervisor stops nginx
+        and then the instances, each instance closes its WebSockets with 1001 (SIGUSR2), while
+        nginx still carries the close frames to the clients."""
+        for pid in self.running_instances().values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGUSR2)
 
     def on_fatal(self, event: events.ProcessStateFatalEvent) -> None:
         process = event.process
@@ -153,10 +169,10 @@ class FailFastSupervisor(supervisord.Supervisor):
         self.options.mood = SupervisorStates.SHUTDOWN
 
 
-def log_json() -> None:
-    """supervisord's own lines on stdout as JSON objects (its file in /tmp/log stays text)."""
+def log_to_relay(relay: logs.Relay, json_lines: bool) -> None:
+    """supervisord's own lines on stdout go through the relay (never a blocking write in its
+    loop), as JSON objects with LOG_FORMAT=json (its file in /tmp/log stays text)."""
     as_dict = loggers.LogRecord.asdict
-    handle_stdout = loggers.handle_stdout
 
     def with_json(record: loggers.LogRecord) -> dict[str, Any]:
         fields = as_dict(record)
@@ -164,11 +180,15 @@ def log_json() -> None:
             fields["json"] = logs.supervisor_json(fields)
         return fields
 
-    def json_stdout(logger: loggers.Logger, fmt: str) -> None:
-        handle_stdout(logger, "%(json)s\n")
+    def relayed_stdout(logger: loggers.Logger, fmt: str) -> None:
+        handler = loggers.StreamHandler(logs.RelayStream(relay))
+        handler.setFormat("%(json)s\n" if json_lines else fmt)
+        handler.setLevel(logger.level)
+        logger.addHandler(handler)
 
-    loggers.LogRecord.asdict = with_json  # type: ignore[method-assign]
-    loggers.handle_stdout = json_stdout
+    if json_lines:
+        loggers.LogRecord.asdict = with_json  # type: ignore[method-assign]
+    loggers.handle_stdout = relayed_stdout
 
 
 def main(arguments: list[str]) -> int:
@@ -179,11 +199,13 @@ def main(arguments: list[str]) -> int:
         logs.emit(PROGRAM, "critical", f"error: {error}", logs.json_wanted(), stream=sys.stderr)
         return 1
     json_lines = FailFastSupervisor.bundle.log_format == "json"
-    if json_lines:
-        log_json()
+    FailFastSupervisor.relay = logs.Relay(json_lines)
+    log_to_relay(FailFastSupervisor.relay, json_lines)
     # supervisord.main() builds its Supervisor through this module attribute.
     supervisord.Supervisor = FailFastSupervisor  # type: ignore[misc]
     supervisord.main(arguments)
+    # What is still queued, if the output is read at all (docker stop's grace is the bound).
+    FailFastSupervisor.relay.flush(timeout=1.0)
     if FailFastSupervisor.failure is None:
         return 0
     logs.emit(

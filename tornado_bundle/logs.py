@@ -13,14 +13,21 @@ a size-capped file in /tmp/log (for `supervisorctl tail`) and announces it as a 
 
 from __future__ import annotations
 
+import collections
 import datetime
+import io
 import json
 import os
 import re
 import sys
+import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
+# Output waiting to be written to the container's, at most; past it the oldest is dropped.
+MAX_QUEUED = 4 * 1024 * 1024
+RELAY = "log-relay"
 # A line longer than this without a newline is written out in pieces (a program that never
 # ends its line must not grow PID 1's memory).
 MAX_LINE = 64 * 1024
@@ -67,10 +74,24 @@ def json_wanted(environ: Mapping[str, str] = os.environ) -> bool:
     return environ.get("LOG_FORMAT") == "json"
 
 
+def _own_record(source: str, line: bytes) -> bool:
+    """A JSON object that names this program as its source: what the bundle's own log formats
+    write (nginx.conf's bundle_json, the instances' JsonFormatter)."""
+    if not (line.startswith(b"{") and line.endswith(b"}")):
+        return False
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and record.get("source") == source
+
+
 def wrap(source: str, line: bytes) -> bytes:
-    """A line of a program's output as a JSON object, unless it is one already."""
+    """A line of a program's output as a JSON object of its own: the program's own records pass
+    as they are; anything else, an app's own JSON too, becomes the message of a new record, so
+    that no program can write a record that claims another source (supervisord, say)."""
     stripped = line.rstrip(b"\r\n")
-    if stripped.startswith(b"{") and stripped.endswith(b"}"):
+    if _own_record(source, stripped):
         return stripped + b"\n"
     level = "info"
     match = NGINX_LEVEL.match(stripped)
@@ -81,19 +102,41 @@ def wrap(source: str, line: bytes) -> bytes:
 
 
 class Relay:
-    """Writes the programs' output (Supervisor's PROCESS_LOG events) to the container's output.
+    """Writes the programs' output (Supervisor's PROCESS_LOG events) and PID 1's own lines to the
+    container's output, without ever making the caller wait.
 
-    text: the bytes as they come. json: line by line, each wrapped when it is not JSON; a line
-    that arrives in pieces is held until its end (per program and stream)."""
+    text: the bytes as they come. json: line by line, each wrapped unless it is the program's
+    own record; a line that arrives in pieces is held until its end (per program and stream).
 
-    def __init__(self, json_lines: bool, write: Callable[[int, bytes], Any] = os.write) -> None:
+    Writing is a thread's job: supervisord's loop only queues, so a reader of the container's
+    output that stops reading (a paused terminal, a blocking log driver) never stops it from
+    reading the programs' pipes, and so never stops nginx or an instance from serving. The queue
+    holds MAX_QUEUED bytes; past that the oldest output is dropped and counted, and one line says
+    how much when writing resumes. With background=False every write happens at once (tests).
+    """
+
+    def __init__(
+        self,
+        json_lines: bool,
+        write: Callable[[int, bytes], Any] = os.write,
+        background: bool = True,
+    ) -> None:
         self.json_lines = json_lines
         self._write = write
         self._partial: dict[tuple[str, int], bytes] = {}
+        self._queue: collections.deque[tuple[int, bytes]] = collections.deque()
+        self._queued = 0
+        # Lines dropped in all, and since the last line that said so.
+        self.dropped = 0
+        self._unreported = 0
+        self._ready = threading.Condition()
+        self._background = background
+        if background:
+            threading.Thread(target=self._run, name="log-relay", daemon=True).start()
 
     def output(self, source: str, fd: int, data: bytes) -> None:
         if not self.json_lines:
-            self._write_all(fd, data)
+            self._send(fd, data)
             return
         key = (source, fd)
         data = self._partial.pop(key, b"") + data
@@ -104,12 +147,67 @@ class Relay:
         if rest:
             self._partial[key] = rest
         if lines:
-            self._write_all(fd, b"".join(wrap(source, line) for line in lines))
+            self._send(fd, b"".join(wrap(source, line) for line in lines))
+
+    def own(self, source: str, level: str, message: str, fd: int = 1) -> None:
+        """One line of PID 1's own (the watchdog's, say), in the container's format."""
+        self._send(fd, (formatted(source, level, message, self.json_lines) + "\n").encode())
+
+    def _send(self, fd: int, data: bytes) -> None:
+        if not self._background:
+            self._write_all(fd, data)
+            return
+        with self._ready:
+            self._queue.append((fd, data))
+            self._queued += len(data)
+            while self._queued > MAX_QUEUED and len(self._queue) > 1:
+                _, old = self._queue.popleft()
+                self._queued -= len(old)
+                lines = old.count(b"\n") or 1
+                self.dropped += lines
+                self._unreported += lines
+            self._ready.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._queue:
+                    self._ready.wait()
+                fd, data = self._queue.popleft()
+                self._queued -= len(data)
+                unreported, self._unreported = self._unreported, 0
+            if unreported:
+                note = f"{unreported} line(s) of output dropped while the output was not read"
+                self._write_all(
+                    1, (formatted(RELAY, "warning", note, self.json_lines) + "\n").encode()
+                )
+            self._write_all(fd, data)
+
+    def flush(self, timeout: float) -> None:
+        """Waits at most `timeout` seconds for the queue to be written (before PID 1 exits)."""
+        deadline = time.monotonic() + timeout
+        while self._queue and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def _write_all(self, fd: int, data: bytes) -> None:
         view = memoryview(data)
         while view:
             view = view[self._write(fd, view) :]
+
+
+class RelayStream(io.TextIOBase):
+    """supervisord's own log lines (its StreamHandler on stdout) into the relay's queue."""
+
+    def __init__(self, relay: Relay) -> None:
+        super().__init__()
+        self.relay = relay
+
+    def write(self, text: str) -> int:
+        self.relay._send(1, text.encode())
+        return len(text)
+
+    def flush(self) -> None:
+        pass
 
 
 # Supervisor's level names -> the ones used everywhere else (Python's, in lower case).

@@ -10,16 +10,21 @@ listener:
 - nginx_connections_* and nginx_http_requests_total from nginx's stub_status, which listens on
   a socket file only (tornado.conf), and nginx_up.
 
-GET / or /metrics on the port; the start hook empties the multiprocess directory.
+GET / or /metrics on METRICS_ADDRESS:METRICS_PORT; the start hook empties the multiprocess
+directory. One thread serves every connection (asyncio), so no client can add a thread to PID 1:
+a connection has READ_TIMEOUT seconds to send its request and is closed after the answer, and
+past MAX_CONNECTIONS the oldest connection still waiting for its request is closed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import socket
+import threading
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
@@ -27,6 +32,11 @@ from prometheus_client.registry import Collector
 from tornado_bundle.names import METRICS_DIR, NGINX_STATUS_PATH, NGINX_STATUS_SOCKET
 
 ProcessStates = Callable[[], list[tuple[str, bool, float, int]]]
+# A scraper sends its request at once; an idle client is dropped after this long.
+READ_TIMEOUT = 2.0
+MAX_CONNECTIONS = 256
+# The request line and headers of a scrape: Prometheus sends a few hundred bytes.
+MAX_REQUEST_HEAD = 8192
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -115,14 +125,85 @@ class NginxCollector(Collector):
             yield CounterMetricFamily(name, help_text, value=status[key])
 
 
-def registry(states: ProcessStates) -> CollectorRegistry:
+class DroppedLinesCollector(Collector):
+    def __init__(self, dropped: Callable[[], int]) -> None:
+        self.dropped = dropped
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "tornado_bundle_log_lines_dropped",
+            "Lines of output dropped while nobody read the container's output",
+            value=self.dropped(),
+        )
+
+
+def registry(states: ProcessStates, dropped: Callable[[], int] = lambda: 0) -> CollectorRegistry:
     collectors = CollectorRegistry()
     MultiProcessCollector(collectors, path=str(METRICS_DIR))
     collectors.register(SupervisorCollector(states))
+    collectors.register(DroppedLinesCollector(dropped))
     collectors.register(NginxCollector())
     return collectors
 
 
-def start(port: int, states: ProcessStates) -> None:
-    """Serves the metrics on 0.0.0.0:port from a daemon thread."""
-    start_http_server(port, addr="0.0.0.0", registry=registry(states))
+class Endpoint:
+    """The metrics endpoint's connections, all in one asyncio loop."""
+
+    def __init__(self, collectors: CollectorRegistry) -> None:
+        self.collectors = collectors
+        # Connections that have not sent their request yet, oldest first.
+        self.waiting: dict[asyncio.StreamWriter, None] = {}
+        self.open = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.open += 1
+        self.waiting[writer] = None
+        if self.open > MAX_CONNECTIONS:
+            next(iter(self.waiting)).close()
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
+            self.waiting.pop(writer, None)
+            writer.write(self.answer(head.split(b"\r\n", 1)[0]))
+            await asyncio.wait_for(writer.drain(), READ_TIMEOUT)
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            self.waiting.pop(writer, None)
+            self.open -= 1
+            writer.close()
+
+    def answer(self, request_line: bytes) -> bytes:
+        parts = request_line.split(b" ")
+        if (
+            len(parts) != 3
+            or parts[0] != b"GET"
+            or parts[1].split(b"?")[0] not in (b"/", b"/metrics")
+        ):
+            return _response(b"404 Not Found", b"text/plain", b"GET /metrics\n")
+        return _response(b"200 OK", CONTENT_TYPE_LATEST.encode(), generate_latest(self.collectors))
+
+
+def _response(status: bytes, content_type: bytes, body: bytes) -> bytes:
+    return (
+        b"HTTP/1.1 " + status + b"\r\nContent-Type: " + content_type
+        + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n"
+        + body
+    )  # fmt: skip
+
+
+def start(
+    address: str, port: int, states: ProcessStates, dropped: Callable[[], int] = lambda: 0
+) -> threading.Thread:
+    """Serves the metrics on address:port from one daemon thread; raises OSError when the port
+    cannot be bound (here, before the thread starts)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    listener = socket.create_server((address, port), family=family, backlog=MAX_CONNECTIONS)
+    endpoint = Endpoint(registry(states, dropped))
+
+    async def serve() -> None:
+        server = await asyncio.start_server(endpoint.handle, sock=listener, limit=MAX_REQUEST_HEAD)
+        await server.serve_forever()
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),), name="metrics", daemon=True)
+    thread.start()
+    return thread

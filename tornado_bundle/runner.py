@@ -123,6 +123,9 @@ async def serve(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    # supervisord sends SIGUSR2 as the container stops, before nginx goes: WebSocket clients
+    # hear 1001 (going away) through nginx, as in a rolling restart, instead of a cut.
+    loop.add_signal_handler(signal.SIGUSR2, drain.close_websockets)
     if bundle.blocked_loop_warning:
         BlockedLoopMonitor(bundle.blocked_loop_warning).start(loop)
     log.info("listening on http://%s:%d", LISTEN_ADDRESS, port)

@@ -105,7 +105,18 @@ def _weights(value: str) -> tuple[int, ...]:
 def _networks(value: str) -> tuple[str, ...]:
     try:
         parts = (p.strip() for p in value.split(","))
-        return tuple(str(ipaddress.ip_network(p, strict=True)) for p in parts if p)
+        networks = [ipaddress.ip_network(p, strict=True) for p in parts if p]
+    except ValueError:
+        raise NotAllowed from None
+    # 0.0.0.0/0 or ::/0 would let every client choose its own address and request ID.
+    if any(network.prefixlen == 0 for network in networks):
+        raise NotAllowed
+    return tuple(map(str, networks))
+
+
+def _address(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
     except ValueError:
         raise NotAllowed from None
 
@@ -215,8 +226,8 @@ TABLE: tuple[Setting, ...] = (
         "The proxies whose X-Forwarded-For (and X-Request-ID) are believed: the client address "
         "the app sees is then the one they name.",
         (
-            "comma-separated IP addresses or CIDRs with no host bits set, "
-            "e.g. 10.0.0.0/8,192.168.1.10",
+            "comma-separated IP addresses or CIDRs with no host bits set, none of them all "
+            "addresses (/0), e.g. 10.0.0.0/8,192.168.1.10",
             _networks,
         ),
     ),
@@ -258,6 +269,12 @@ TABLE: tuple[Setting, ...] = (
         _whole_number(0, 65535),
     ),
     _entry(
+        "METRICS_ADDRESS", "0.0.0.0", OBSERVING,
+        "The address the metrics endpoint listens on: 0.0.0.0 for Prometheus on the container's "
+        "network, 127.0.0.1 for a scraper in the same network namespace only, :: for IPv6 too.",
+        ("an IPv4 or IPv6 address of this container, e.g. 0.0.0.0, 127.0.0.1, ::", _address),
+    ),
+    _entry(
         "DIAGNOSTICS", "off", OBSERVING,
         "on: /slow, /block, /grow and /whoami in the app and an X-Upstream header, for tests "
         "and demos only.",
@@ -291,6 +308,7 @@ class Settings:
     log_format: str
     access_log: bool
     metrics_port: int
+    metrics_address: str
     diagnostics: bool
 
     @property

@@ -56,13 +56,18 @@ DUMP_SECONDS = 0.5
 
 
 class Log:
-    """The watchdog's lines, in the container's format; stdout, like supervisord's own lines,
-    so that docker logs keeps them in order."""
+    """The watchdog's lines, in the container's format; through PID 1's relay (stdout, like
+    supervisord's own lines, so that docker logs keeps them in order, and never a blocking
+    write), or straight to stdout where there is none (tests)."""
 
     json_lines = False
+    relay: logs.Relay | None = None
 
     def __call__(self, message: str, level: str = "warning") -> None:
-        logs.emit(PROGRAM, level, message, self.json_lines)
+        if self.relay is not None:
+            self.relay.own(PROGRAM, level, message)
+        else:
+            logs.emit(PROGRAM, level, message, self.json_lines)
 
 
 log = Log()

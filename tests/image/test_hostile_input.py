@@ -313,3 +313,40 @@ def test_ten_thousand_invented_methods_leave_memory_flat() -> None:
         metrics = http_get(metrics_port, "/metrics").body.decode()
         assert 'method="other"' in metrics
         assert "MAAA" not in metrics
+
+
+def pid_1(bundle: Container) -> tuple[int, int]:
+    """supervisord's (PID 1's) threads and resident KiB."""
+    status = bundle.exec("cat", "/proc/1/status").stdout
+    fields = dict(re.findall(r"^(Threads|VmRSS):\s+(\d+)", status, re.M))
+    return int(fields["Threads"]), int(fields["VmRSS"])
+
+
+def test_two_thousand_idle_metrics_clients_add_no_thread_and_metrics_still_answer() -> None:
+    metrics_port = free_ports(1)
+    env = {"METRICS_PORT": str(metrics_port), "METRICS_ADDRESS": LOOPBACK}
+    with running(env, host_network=True) as bundle:
+        assert http_get(metrics_port, "/metrics").status == 200
+        threads, resident = pid_1(bundle)
+        grown = []
+        # Four crowds in turn: memory rises with the first ones (Python keeps what it once
+        # allocated) and levels off; it does not grow with every client ever seen.
+        for _ in range(4):
+            idle = [socket.create_connection((LOOPBACK, metrics_port)) for _ in range(2000)]
+            try:
+                answer = http_get(metrics_port, "/metrics", timeout=5)
+                assert answer.status == 200 and b"nginx_up 1.0" in answer.body
+                now_threads, now_resident = pid_1(bundle)
+                # supervisord's own, the log relay, the watchdog and its probe per instance,
+                # and the metrics endpoint: a fixed set, whatever the number of clients.
+                assert threads <= now_threads <= 4 + len(bundle.instances), now_threads
+                grown.append(now_resident - resident)
+            finally:
+                for connection in idle:
+                    connection.close()
+        print(f"PID 1 grew by {grown} KiB with 2,000 idle metrics clients, four times")
+        assert max(grown) < 16 * 1024, grown
+        # It listens on METRICS_ADDRESS only.
+        listening = bundle.exec("cat", "/proc/net/tcp").stdout
+        assert f"0100007F:{metrics_port:04X}" in listening
+        assert f"00000000:{metrics_port:04X}" not in listening

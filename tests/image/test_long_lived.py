@@ -18,7 +18,17 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from harness import LOOPBACK, Container, LoadLoop, free_ports, running, wait_for
+from harness import (
+    LOOPBACK,
+    Container,
+    LoadLoop,
+    docker,
+    free_ports,
+    remove,
+    running,
+    start,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("image")]
 
@@ -279,3 +289,32 @@ def test_the_chat_reaches_every_client_whichever_instance_serves_it(
             await asyncio.gather(*(s.close() for s in sockets.values()))
 
         asyncio.run(scenario())
+
+
+def test_docker_stop_sends_1001_to_every_websocket(example_image: str) -> None:
+    """docker stop (a Kubernetes rollout alike): each WebSocket hears 1001, going away, through
+    nginx, as in a rolling restart, and the container still stops within the budget."""
+    bundle = start(image=example_image)
+    try:
+        bundle.wait_serving()
+        bundle.wait_every_instance_healthy()
+
+        async def scenario() -> list[int | None]:
+            sockets = [await connect(ws_url(bundle)) for _ in range(20)]
+            for socket in sockets:
+                assert await echo(socket, "before") == "before"
+            stop = asyncio.create_task(asyncio.to_thread(docker, "stop", bundle.name))
+            codes: list[int | None] = []
+            for socket in sockets:
+                with pytest.raises(ConnectionClosed) as closed:
+                    await asyncio.wait_for(socket.recv(), 10)
+                codes.append(closed.value.rcvd.code if closed.value.rcvd else None)
+            await stop
+            return codes
+
+        started = time.monotonic()
+        codes = asyncio.run(scenario())
+        assert codes == [1001] * 20, Counter(codes)
+        assert time.monotonic() - started < 10
+    finally:
+        remove(bundle.name)

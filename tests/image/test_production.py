@@ -223,6 +223,13 @@ def test_tls_redirect_sends_308_except_for_the_health_check(pki: Pki) -> None:
         assert answer.status == 308
         assert answer.headers["Location"] == f"https://{LOOPBACK}:{tls_port}/a/b?c=1"
         assert http_get(bundle.port, "/healthz").status == 200
+        # A Host that is not a host name gets 400, never a redirect to a host the client chose;
+        # HTTP/0.9 gets a close, as without TLS_REDIRECT.
+        forged = http_get(bundle.port, "/", {"Host": "good.example@evil.example"})
+        assert (forged.status, forged.headers.get("Location")) == (400, None)
+        with socket.create_connection((LOOPBACK, bundle.port), timeout=5) as raw:
+            raw.sendall(b"GET /\r\n")
+            assert raw.recv(100) == b""
         result = curl("--cacert", str(pki.ca_file), "--location", "--output", "/dev/null",
                       "--write-out", "%{http_code} %{url_effective}",
                       f"http://{LOOPBACK}:{bundle.port}/")  # fmt: skip

@@ -7,6 +7,10 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import socket
+import threading
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -108,12 +112,12 @@ def test_tls_renders_http2_modern_protocols_and_the_files(
 def test_tls_redirect_keeps_the_port_unless_it_is_443(
     pair: tuple[Path, Path, Path, trustme.CA],
 ) -> None:
-    assert "return 308 https://$host$request_uri;" in render_tls(
-        tls_settings(pair, TLS_REDIRECT="on")
-    )
-    assert "return 308 https://$host:8443$request_uri;" in render_tls(
-        tls_settings(pair, TLS_REDIRECT="on", TLS_PORT="8443")
-    )
+    site = rendered(tls_settings(pair, TLS_REDIRECT="on"))["tornado.conf"]
+    assert "return 308 https://$host$request_uri;" in site
+    site = rendered(tls_settings(pair, TLS_REDIRECT="on", TLS_PORT="8443"))["tornado.conf"]
+    assert "return 308 https://$host:8443$request_uri;" in site
+    # After the checks that refuse HTTP/0.9 and a Host that is not a host name.
+    assert site.index("return 444;") < site.index("return 400;") < site.index("return 308")
 
 
 def test_hsts_header_only_when_on(pair: tuple[Path, Path, Path, trustme.CA]) -> None:
@@ -166,19 +170,58 @@ def test_relay_passes_text_through_and_wraps_lines_in_json() -> None:
         written.append((fd, bytes(data)))
         return len(data)
 
-    logs.Relay(json_lines=False, write=write).output("nginx", 1, b"partial")
+    logs.Relay(json_lines=False, write=write, background=False).output("nginx", 1, b"partial")
     assert written == [(1, b"partial")]
     written.clear()
-    relay = logs.Relay(json_lines=True, write=write)
-    relay.output("nginx", 2, b'{"already": "json"}\n2026/12/01 10:00:00 [error] 7#7: bro')
+    relay = logs.Relay(json_lines=True, write=write, background=False)
+    relay.output("nginx", 2, b'{"source": "nginx"}\n2026/12/01 10:00:00 [error] 7#7: bro')
     relay.output("nginx", 2, b'ken "quote"\n')
     lines = [json.loads(line) for _, data in written for line in data.splitlines()]
-    assert lines[0] == {"already": "json"}
+    assert lines[0] == {"source": "nginx"}
     assert lines[1]["source"] == "nginx" and lines[1]["level"] == "error"
     assert lines[1]["message"] == '2026/12/01 10:00:00 [error] 7#7: broken "quote"'
     written.clear()
     relay.output("tornado-8000", 1, b"x" * (logs.MAX_LINE + 10))
     assert len(written) == 1 and json.loads(written[0][1])["message"] == "x" * (logs.MAX_LINE + 10)
+
+
+def test_an_app_s_own_json_is_wrapped_and_cannot_claim_another_source() -> None:
+    forged = b'{"time": "x", "level": "critical", "source": "supervisord", "message": "gone"}'
+    for line in (forged, b'{"source": "tornado-8001"}', b"[1, 2]", b"{not json}"):
+        record = json.loads(logs.wrap("tornado-8000", line))
+        assert (record["source"], record["message"]) == ("tornado-8000", line.decode())
+    own = b'{"level": "info", "message": "listening", "source": "tornado-8000"}'
+    assert logs.wrap("tornado-8000", own) == own + b"\n"
+
+
+def test_an_unread_output_never_blocks_the_relay_and_the_drops_are_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(logs, "MAX_QUEUED", 10_000)
+    reading = threading.Event()
+    written: list[bytes] = []
+
+    def write(fd: int, data: memoryview) -> int:
+        reading.wait()  # nobody reads the container's output until the test says so
+        written.append(bytes(data))
+        return len(data)
+
+    relay = logs.Relay(json_lines=False, write=write)
+    started = time.monotonic()
+    for number in range(5_000):
+        relay.output("tornado-8000", 1, b"line %d\n" % number)
+    assert time.monotonic() - started < 1, "output() waited for the writer"
+    assert relay._queued <= 10_000 and relay.dropped > 3_500
+    reading.set()
+    relay.flush(timeout=5)
+    wait = time.monotonic() + 5
+    while not written[-1:] or written[-1] != b"line 4999\n":
+        assert time.monotonic() < wait, written[-3:]
+        time.sleep(0.01)
+    notes = [line for line in written if b"dropped while the output was not read" in line]
+    # One note per gap, each saying how many lines went missing there.
+    assert notes and all(note.startswith(b"log-relay: ") for note in notes)
+    assert sum(int(note.split()[1]) for note in notes) == relay.dropped
 
 
 def test_supervisor_levels_become_python_s() -> None:
@@ -229,3 +272,31 @@ class RequestIdInLogsTest(tornado.testing.AsyncHTTPTestCase):
         assert lines[0].startswith("req-42 Uncaught exception GET /fail")
         assert all(line.startswith("    req-42 ") for line in lines[1:]), lines
         assert "RuntimeError: failing on purpose" in traceback
+
+
+def test_the_metrics_endpoint_serves_from_one_thread_and_drops_idle_clients(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(metrics, "METRICS_DIR", tmp_path)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    metrics.start("127.0.0.1", port, lambda: [("nginx", True, 1.0, 1)])
+    threads = threading.active_count()
+    idle = [
+        socket.create_connection(("127.0.0.1", port)) for _ in range(metrics.MAX_CONNECTIONS + 50)
+    ]
+    try:
+        assert threading.active_count() == threads
+        started = time.monotonic()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            assert b'tornado_bundle_process_up{process="nginx"} 1.0' in answer.read()
+        assert time.monotonic() - started < 1
+        # The oldest idle clients made room, the rest go after READ_TIMEOUT.
+        idle[0].settimeout(metrics.READ_TIMEOUT / 2)
+        assert idle[0].recv(1) == b""
+        idle[-1].settimeout(metrics.READ_TIMEOUT + 2)
+        assert idle[-1].recv(1) == b""
+    finally:
+        for connection in idle:
+            connection.close()

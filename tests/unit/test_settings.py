@@ -95,11 +95,15 @@ def test_requests_are_retried_on_errors_only_never_on_timeouts() -> None:
 
 def test_websocket_upgrade_only_when_asked() -> None:
     site = rendered()
-    assert re.search(
-        r"map \$http_upgrade \$connection_upgrade \{\s*default upgrade;\s*'' '';", site
-    )
+    maps = (("connection_upgrade", "upgrade"), ("websocket_upgrade", "$http_upgrade"))
+    for variable, value in maps:
+        assert re.search(
+            rf"map \$http_upgrade \${variable} \{{\s*default '';\s*\"~\*\^websocket\$\" "
+            rf"{re.escape(value)};\s*}}",
+            site,
+        ), variable
     assert "proxy_set_header Connection $connection_upgrade;" in site
-    assert "proxy_set_header Upgrade $http_upgrade;" in site
+    assert "proxy_set_header Upgrade $websocket_upgrade;" in site
 
 
 def test_real_ip_from_trusts_those_proxies_only() -> None:
@@ -132,6 +136,8 @@ def test_diagnostics_adds_the_upstream_header() -> None:
         ({"CLIENT_MAX_BODY_SIZE": "10 MB"}, "CLIENT_MAX_BODY_SIZE='10 MB' is not allowed"),
         ({"REAL_IP_FROM": "10.0.0.1/8"}, "REAL_IP_FROM='10.0.0.1/8' is not allowed"),
         ({"REAL_IP_FROM": "not-an-ip"}, "REAL_IP_FROM='not-an-ip' is not allowed"),
+        ({"REAL_IP_FROM": "0.0.0.0/0"}, "REAL_IP_FROM='0.0.0.0/0' is not allowed: comma"),
+        ({"REAL_IP_FROM": "10.0.0.0/8,::/0"}, "none of them all addresses (/0)"),
         ({"DIAGNOSTICS": "yes"}, "DIAGNOSTICS='yes' is not allowed: on or off"),
         ({"PROXY_READ_TIMEOUT": "0"}, "PROXY_READ_TIMEOUT='0' is not allowed: a whole number"),
         ({"PROXY_READ_TIMEOUT": "2m"}, "PROXY_READ_TIMEOUT='2m' is not allowed: a whole number"),
