@@ -234,7 +234,7 @@ def start(
     if host_network:
         env.setdefault("LISTEN_PORT", str(free_ports(1)))
         env.setdefault("INSTANCE_BASE_PORT", str(free_ports(workers)))
-        # The metrics endpoint binds a host port too (9145 by default, shared by every run).
+        # The metrics endpoint binds a host port too (the default one is shared by every run).
         env.setdefault("METRICS_PORT", str(free_ports(1)))
         network = ["--network=host"]
     else:

@@ -137,8 +137,8 @@ MUTATIONS = [
     Mutation(
         "Host without its port (check_origin refuses the page's own origin)",
         "tornado.conf",
-        "        proxy_set_header Host $forward_host;",
-        "        proxy_set_header Host $host;",
+        "        proxy_set_header Host $forward_host;\n        proxy_set_header X-Real-IP",
+        "        proxy_set_header Host $host;\n        proxy_set_header X-Real-IP",
         (
             "tests/image/test_long_lived.py::"
             "test_a_foreign_origin_is_refused_and_the_same_origin_accepted",
@@ -147,8 +147,8 @@ MUTATIONS = [
     Mutation(
         "timeouts retried on the next instance",
         "tornado.conf",
-        "        proxy_next_upstream error;",
-        "        proxy_next_upstream error timeout;",
+        "        proxy_next_upstream error;\n        # At most one other",
+        "        proxy_next_upstream error timeout;\n        # At most one other",
         ("tests/image/test_long_lived.py::test_a_timeout_is_a_504_and_the_request_ran_once",),
     ),
     Mutation(
@@ -434,6 +434,26 @@ MUTATIONS = [
         "    FailFastSupervisor.relay = logs.Relay(json_lines)",
         "    FailFastSupervisor.relay = logs.Relay(json_lines, background=False)",
         ("tests/image/test_output.py",),
+    ),
+    Mutation(
+        "no limit per client address",
+        "tornado.conf",
+        "@?PER_CLIENT@    limit_conn per_client @MAX_REQUESTS_PER_CLIENT@;\n",
+        "",
+        (
+            "tests/image/test_hostile_input.py::"
+            "test_300_trickling_bodies_from_one_address_deny_no_other_address_nor_the_health_check",
+        ),
+    ),
+    Mutation(
+        "the health check inside the per-client limit",
+        "tornado.conf",
+        "        limit_conn health_checks 64;\n",
+        "",
+        (
+            "tests/image/test_hostile_input.py::"
+            "test_300_trickling_bodies_from_one_address_deny_no_other_address_nor_the_health_check",
+        ),
     ),
 ]
 

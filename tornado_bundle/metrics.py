@@ -1,4 +1,4 @@
-"""The Prometheus endpoint on METRICS_PORT (default 9145; 0 = off), served by a thread of
+"""The Prometheus endpoint on METRICS_PORT (0 = off; its default: settings.py), from a thread of
 supervisord's own process (PID 1; tornado_bundle/fail_fast.py starts it), never by nginx's public
 listener:
 

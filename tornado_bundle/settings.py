@@ -121,6 +121,15 @@ def _address(value: str) -> str:
         raise NotAllowed from None
 
 
+def _rate(value: str) -> str:
+    if value == "off":
+        return ""
+    match = re.fullmatch(r"([0-9]{1,6})r/[sm]", value)
+    if not match or not 1 <= int(match.group(1)) <= 100_000:
+        raise NotAllowed
+    return value
+
+
 def _seconds_or_off(value: str) -> float:
     if not re.fullmatch(r"[0-9]{1,2}(\.[0-9]{1,3})?", value) or not (
         float(value) == 0 or 0.05 <= float(value) <= 60
@@ -205,6 +214,19 @@ TABLE: tuple[Setting, ...] = (
         "LB_WEIGHTS", "", NGINX,
         "With LB_METHOD=weighted only: one weight per instance, e.g. 3,7.",
         (f"comma-separated whole numbers from 1 to {MAX_WEIGHT}, one per instance", _weights),
+    ),
+    _entry(
+        "MAX_REQUESTS_PER_CLIENT", "256", NGINX,
+        "Requests (and WebSockets) one client address may have open at once; past it, 503. "
+        "Behind a proxy, set REAL_IP_FROM, or every client counts as the proxy's address. "
+        "0: no limit per client (the limit for all together stays).",
+        _whole_number(0, 1_000_000),
+    ),
+    _entry(
+        "RATE_LIMIT", "off", NGINX,
+        "Requests per second (r/s) or minute (r/m) one client address may send, with a burst of "
+        "twice as many; past it, 429. The health check is outside it.",
+        ("off, or a whole number from 1 to 100000 followed by r/s or r/m, e.g. 20r/s", _rate),
     ),
     _entry(
         "CLIENT_MAX_BODY_SIZE", "1m", NGINX,
@@ -297,6 +319,8 @@ class Settings:
     listen_port: int
     lb_method: str
     lb_weights: tuple[int, ...]
+    max_requests_per_client: int
+    rate_limit: str
     client_max_body_size: str
     proxy_read_timeout: int
     real_ip_from: tuple[str, ...]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import re
+import select
 import socket
 import time
 from collections import Counter
@@ -308,6 +309,7 @@ def test_ten_thousand_invented_methods_leave_memory_flat() -> None:
         before = instances_resident_kib(bundle)
         statuses = send_methods(instance, distinct_methods(1000, 10_000))
         grown = instances_resident_kib(bundle) - before
+        print(f"10,000 invented methods: the instances grew by {grown} KiB")
         assert statuses == Counter({405: 10_000})
         assert grown < 2048, f"the instances grew by {grown} KiB"
         metrics = http_get(metrics_port, "/metrics").body.decode()
@@ -350,3 +352,58 @@ def test_two_thousand_idle_metrics_clients_add_no_thread_and_metrics_still_answe
         listening = bundle.exec("cat", "/proc/net/tcp").stdout
         assert f"0100007F:{metrics_port:04X}" in listening
         assert f"00000000:{metrics_port:04X}" not in listening
+
+
+OTHER_CLIENT = "127.0.0.2"
+
+
+def get_from(source: str, port: int, path: str = "/") -> tuple[int, bytes]:
+    """A GET from another loopback address (its own client address for nginx)."""
+    with socket.create_connection((LOOPBACK, port), timeout=5, source_address=(source, 0)) as raw:
+        raw.sendall(
+            request(b"GET " + path.encode() + b" HTTP/1.1", HOST[:-2], b"Connection: close")
+        )
+        reply = b""
+        while chunk := raw.recv(65536):
+            reply += chunk
+    status = re.match(rb"HTTP/1\.1 (\d{3})", reply)
+    assert status, reply[:100]
+    return int(status.group(1)), reply.partition(b"\r\n\r\n")[2]
+
+
+def test_300_trickling_bodies_from_one_address_deny_no_other_address_nor_the_health_check() -> None:
+    with running(host_network=True) as bundle:
+        trickles = []
+        try:
+            for _ in range(300):
+                raw = socket.create_connection(
+                    (LOOPBACK, bundle.port), timeout=5, source_address=(OTHER_CLIENT, 0)
+                )
+                # A body of 1000 bytes of which one arrives: the request holds its slot.
+                raw.sendall(post(b"Content-Length: 1000", body=b"x"))
+                trickles.append(raw)
+            # Those past the limit were answered at once; the rest hold their slots (for less
+            # than nginx's 10 s client_body_timeout: this test is done before).
+            refused, waiting = 0, list(trickles)
+            while answered := select.select(waiting, [], [], 0.5)[0]:
+                refused += sum(raw.recv(200).startswith(b"HTTP/1.1 503") for raw in answered)
+                waiting = [raw for raw in waiting if raw not in answered]
+            assert refused == 300 - 256, refused
+            status, body = get_from(OTHER_CLIENT, bundle.port)
+            assert (status, body) == (503, b"busy: too many requests at once (from this client "
+                                           b"or in all); retry shortly\n")  # fmt: skip
+            assert get_from(OTHER_CLIENT, bundle.port, "/healthz")[0] == 200
+            assert [get_from(LOOPBACK, bundle.port)[0] for _ in range(100)] == [200] * 100
+        finally:
+            for raw in trickles:
+                raw.close()
+
+
+def test_rate_limit_answers_429_to_one_address_only() -> None:
+    with running({"RATE_LIMIT": "5r/s"}, host_network=True) as bundle:
+        statuses = Counter(get_from(OTHER_CLIENT, bundle.port)[0] for _ in range(40))
+        assert statuses[429] > 0 and set(statuses) == {200, 429}, statuses
+        status, body = get_from(OTHER_CLIENT, bundle.port)
+        assert status == 429 and b"RATE_LIMIT" in body
+        assert get_from(OTHER_CLIENT, bundle.port, "/healthz")[0] == 200
+        assert get_from(LOOPBACK, bundle.port)[0] == 200

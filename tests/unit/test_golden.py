@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -64,4 +65,5 @@ def test_rendered_nginx_files_are_the_golden_ones(case: str) -> None:
 
 def test_no_placeholder_or_flag_is_left_in_any_case() -> None:
     for case in CASES:
-        assert "@" not in dump(case), case
+        assert not nginx.PLACEHOLDER.search(dump(case)), case
+        assert not re.search(r"^@[?!]", dump(case), re.M), case

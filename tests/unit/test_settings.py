@@ -43,7 +43,8 @@ def test_defaults_reproduce_two_instances_round_robin_on_80() -> None:
     assert "listen 80 default_server backlog=" in site
     assert "client_max_body_size 1m;" in site
     assert "proxy_read_timeout 120s;" in site
-    for absent in ("least_conn", "ip_hash", "hash $request_uri", "real_ip", "X-Upstream", "@"):
+    assert not nginx.PLACEHOLDER.search(site)
+    for absent in ("least_conn", "ip_hash", "hash $request_uri", "real_ip", "X-Upstream"):
         assert absent not in site
 
 
@@ -90,7 +91,8 @@ def test_proxy_read_timeout_is_nginx_s_and_sets_the_websocket_ping() -> None:
 
 def test_requests_are_retried_on_errors_only_never_on_timeouts() -> None:
     directives = re.findall(r"^\s*proxy_next_upstream (.*);", rendered(), re.M)
-    assert directives == ["error"]
+    # location / and the health check's location.
+    assert directives == ["error", "error"]
 
 
 def test_websocket_upgrade_only_when_asked() -> None:
@@ -267,7 +269,7 @@ def test_connection_limits_come_from_the_open_file_limit() -> None:
     site = rendered()
     assert "listen 80 default_server backlog=4096;" in site
     assert "limit_conn active_requests 7116;" in site
-    assert "@" not in text + site
+    assert not nginx.PLACEHOLDER.search(text + site)
 
 
 def test_the_health_check_script_asks_for_the_path_the_runner_serves() -> None:
@@ -275,3 +277,21 @@ def test_the_health_check_script_asks_for_the_path_the_runner_serves() -> None:
     assert f"GET {HEALTH_PATH} HTTP/1.0" in script
     deployment = (ROOT / "deploy" / "kubernetes" / "deployment.yaml").read_text()
     assert re.findall(r"^\s+path: (\S+)", deployment, re.M) == [HEALTH_PATH] * 2
+
+
+def test_per_client_limits_and_the_health_check_outside_them() -> None:
+    site = rendered()
+    assert "    limit_conn per_client 256;" in site
+    assert "limit_req " not in site.replace("limit_req_status", "")
+    health = site[site.index("location = /healthz {") :]
+    health = health[: health.index("}")]
+    assert "limit_conn health_checks 64;" in health and "per_client" not in health
+    limited = rendered_files(
+        StaticFiles("/static/", "/app/static/"), RATE_LIMIT="20r/m", MAX_REQUESTS_PER_CLIENT="0"
+    )
+    assert "limit_conn per_client" not in limited["tornado.conf"]
+    assert "limit_req_zone $binary_remote_addr zone=rate:10m rate=20r/m;" in limited["tornado.conf"]
+    for name in ("tornado.conf", "static-files.conf"):
+        assert "limit_req zone=rate burst=40 nodelay;" in limited[name]
+    with pytest.raises(ConfigError, match="RATE_LIMIT='20/s' is not allowed: off, or a whole"):
+        parse({"RATE_LIMIT": "20/s"})
