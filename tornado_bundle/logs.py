@@ -136,7 +136,7 @@ class Relay:
 
     def output(self, source: str, fd: int, data: bytes) -> None:
         if not self.json_lines:
-            self._send(fd, data)
+            self.send(fd, data)
             return
         key = (source, fd)
         data = self._partial.pop(key, b"") + data
@@ -147,13 +147,14 @@ class Relay:
         if rest:
             self._partial[key] = rest
         if lines:
-            self._send(fd, b"".join(wrap(source, line) for line in lines))
+            self.send(fd, b"".join(wrap(source, line) for line in lines))
 
     def own(self, source: str, level: str, message: str, fd: int = 1) -> None:
         """One line of PID 1's own (the watchdog's, say), in the container's format."""
-        self._send(fd, (formatted(source, level, message, self.json_lines) + "\n").encode())
+        self.send(fd, (formatted(source, level, message, self.json_lines) + "\n").encode())
 
-    def _send(self, fd: int, data: bytes) -> None:
+    def send(self, fd: int, data: bytes) -> None:
+        """Queues bytes for the container's output (fd 1 or 2); never waits."""
         if not self._background:
             self._write_all(fd, data)
             return
@@ -203,7 +204,7 @@ class RelayStream(io.TextIOBase):
         self.relay = relay
 
     def write(self, text: str) -> int:
-        self.relay._send(1, text.encode())
+        self.relay.send(1, text.encode())
         return len(text)
 
     def flush(self) -> None:
