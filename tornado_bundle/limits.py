@@ -28,6 +28,11 @@ class Capacity:
         # quarter of them stays free for idle keep-alive clients and for the 503s past this.
         return self.worker_connections * 3 // 8
 
+    @property
+    def per_client_auto(self) -> int:
+        # Half: one address alone can never take every other client's capacity.
+        return self.max_active_requests // 2
+
 
 def capacity() -> Capacity:
     """From this process's hard RLIMIT_NOFILE and the kernel's net.core.somaxconn."""

@@ -65,6 +65,12 @@ def _one(value: Value, index: int) -> str:
     return value if isinstance(value, str) else value[index]
 
 
+def per_client(settings: Settings, limits: Capacity) -> int:
+    """Requests at once per client address (0: no limit)."""
+    chosen = settings.max_requests_per_client
+    return limits.per_client_auto if chosen is None else chosen
+
+
 def _values(settings: Settings, limits: Capacity, static: StaticFiles | None) -> dict[str, Value]:
     weights = settings.lb_weights or (1,) * settings.workers
     return {
@@ -83,7 +89,7 @@ def _values(settings: Settings, limits: Capacity, static: StaticFiles | None) ->
         "HEALTH_PATH": HEALTH_PATH,
         "KNOWN_METHODS": "|".join(KNOWN_METHODS),
         "HSTS_MAX_AGE": str(HSTS_MAX_AGE),
-        "MAX_REQUESTS_PER_CLIENT": str(settings.max_requests_per_client),
+        "MAX_REQUESTS_PER_CLIENT": str(per_client(settings, limits)),
         "RATE_LIMIT": settings.rate_limit,
         "RATE_BURST": str(2 * int(settings.rate_limit.split("r/")[0] or 0)),
         "ACCESS_LOG_FORMAT": "bundle_json" if settings.log_format == "json" else "bundle",
@@ -99,7 +105,7 @@ def _values(settings: Settings, limits: Capacity, static: StaticFiles | None) ->
     }
 
 
-def _flags(settings: Settings, static: StaticFiles | None) -> dict[str, bool]:
+def _flags(settings: Settings, limits: Capacity, static: StaticFiles | None) -> dict[str, bool]:
     return {
         "LEAST_CONN": settings.lb_method == "least_conn",
         "IP_HASH": settings.lb_method == "ip_hash",
@@ -107,7 +113,7 @@ def _flags(settings: Settings, static: StaticFiles | None) -> dict[str, bool]:
         "REAL_IP": bool(settings.real_ip_from),
         "ACCESS_LOG": settings.access_log,
         "DIAGNOSTICS": settings.diagnostics,
-        "PER_CLIENT": settings.max_requests_per_client != 0,
+        "PER_CLIENT": per_client(settings, limits) != 0,
         "RATE_LIMIT": bool(settings.rate_limit),
         "METRICS": settings.metrics_port != 0,
         "TLS": settings.tls,
@@ -134,7 +140,7 @@ def render(
 ) -> dict[str, str]:
     """Rendered file name -> its text, for the files these settings use (tornado.conf includes
     the optional ones only when their flag is on). `read` gives a template's text by its name."""
-    values, flags = _values(settings, limits, static), _flags(settings, static)
+    values, flags = _values(settings, limits, static), _flags(settings, limits, static)
     return {
         name: fill(read(template), values, flags)
         for name, template in FILES.items()

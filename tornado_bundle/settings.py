@@ -121,6 +121,13 @@ def _address(value: str) -> str:
         raise NotAllowed from None
 
 
+def _auto_or_number(value: str) -> int | None:
+    """None for auto (decided from the container's limits when nginx's files are rendered)."""
+    if value == "auto":
+        return None
+    return _whole_number(0, 1_000_000)[1](value)
+
+
 def _rate(value: str) -> str:
     if value == "off":
         return ""
@@ -216,11 +223,12 @@ TABLE: tuple[Setting, ...] = (
         (f"comma-separated whole numbers from 1 to {MAX_WEIGHT}, one per instance", _weights),
     ),
     _entry(
-        "MAX_REQUESTS_PER_CLIENT", "256", NGINX,
+        "MAX_REQUESTS_PER_CLIENT", "auto", NGINX,
         "Requests (and WebSockets) one client address may have open at once; past it, 503. "
-        "Behind a proxy, set REAL_IP_FROM, or every client counts as the proxy's address. "
-        "0: no limit per client (the limit for all together stays).",
-        _whole_number(0, 1_000_000),
+        "auto: half of the limit for all together (from the open-file limit), so that no one "
+        "address can deny the others; 0: no limit per client. Behind a proxy, set "
+        "REAL_IP_FROM, or every client counts as the proxy's address.",
+        ("auto, or a whole number from 0 to 1000000", _auto_or_number),
     ),
     _entry(
         "RATE_LIMIT", "off", NGINX,
@@ -319,7 +327,7 @@ class Settings:
     listen_port: int
     lb_method: str
     lb_weights: tuple[int, ...]
-    max_requests_per_client: int
+    max_requests_per_client: int | None
     rate_limit: str
     client_max_body_size: str
     proxy_read_timeout: int

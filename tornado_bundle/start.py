@@ -62,7 +62,9 @@ def summary(parsed: settings.Settings, limits: Capacity, static: nginx.StaticFil
         f"APP={parsed.app}, {parsed.workers} Tornado instance(s) on ports "
         f"{parsed.ports.start}-{parsed.ports.stop - 1}, {method}, nginx on "
         f":{parsed.listen_port}{https}{where}{metrics}; {limits.worker_connections} "
-        f"connections (open files {limits.open_files}), listen backlog {limits.listen_backlog}"
+        f"connections (open files {limits.open_files}), {limits.max_active_requests} requests at "
+        f"once, {nginx.per_client(parsed, limits) or 'no limit'} per client, listen backlog "
+        f"{limits.listen_backlog}"
     )
 
 

@@ -372,7 +372,7 @@ def get_from(source: str, port: int, path: str = "/") -> tuple[int, bytes]:
 
 
 def test_300_trickling_bodies_from_one_address_deny_no_other_address_nor_the_health_check() -> None:
-    with running(host_network=True) as bundle:
+    with running({"MAX_REQUESTS_PER_CLIENT": "256"}, host_network=True) as bundle:
         trickles = []
         try:
             for _ in range(300):
