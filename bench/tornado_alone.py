@@ -12,15 +12,16 @@ import tornado.netutil
 import tornado.process
 from tornado.httpserver import HTTPServer
 
-from tornado_bundle.app_loader import load_app
+from tornado_bundle.app_loader import opened
 from tornado_bundle.instance_logs import configure_logging
 from tornado_bundle.settings import load
 
 
 async def serve(sockets: list) -> None:
-    server = HTTPServer(load_app(load().app), xheaders=True)
-    server.add_sockets(sockets)
-    await asyncio.Event().wait()
+    async with opened(load().app) as app:
+        server = HTTPServer(app, xheaders=True)
+        server.add_sockets(sockets)
+        await asyncio.Event().wait()
 
 
 def run(processes: int, port: int, address: str) -> None:

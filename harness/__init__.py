@@ -184,8 +184,10 @@ class Container:
 
         return wait_for(all_running, timeout, 0.1, f"{processes} RUNNING")  # type: ignore[return-value]
 
-    def wait_serving(self, timeout: float = 15) -> None:
-        wait_for(lambda: self.get("/", timeout=1).status == 200, timeout, what="GET / -> 200")
+    def wait_serving(self, timeout: float = 15, path: str = "/") -> None:
+        wait_for(
+            lambda: self.get(path, timeout=1).status == 200, timeout, what=f"GET {path} -> 200"
+        )
 
     def wait_every_instance_healthy(self, timeout: float = 15) -> None:
         """Each Tornado instance answers /healthz on its own port (inside the container)."""
@@ -257,12 +259,14 @@ def running(
     container_port: int = 80,
     image: str = IMAGE,
     host_network: bool = False,
+    ready: str = "/",
 ) -> Iterator[Container]:
     """A started container whose instances all answer; removed afterwards, whatever happens."""
     container = None
     try:
         container = start(env, options, container_port, image, host_network)
-        container.wait_serving()
+        # An app without a GET / of its own (an upload receiver) is ready when /healthz is.
+        container.wait_serving(path=ready)
         # nginx starts once one instance listens; tests of the balancing need all of them.
         container.wait_every_instance_healthy()
         yield container

@@ -29,7 +29,7 @@ from supervisor import events, loggers, supervisord
 from supervisor.states import ProcessStates, SupervisorStates
 
 from tornado_bundle import logs, settings, watchdog
-from tornado_bundle.names import GROUP
+from tornado_bundle.names import GROUP, HEALTH_PATH
 
 PROGRAM = "supervisord-fail-fast"
 # Supervisor counts a start as failed only when the process exits within startsecs (1 s); on a
@@ -38,6 +38,8 @@ PROGRAM = "supervisord-fail-fast"
 # as a failed start too; this many of them in a row are a crash loop.
 QUICK_EXIT_SECONDS = 15.0
 QUICK_EXITS = 3
+# An instance's start attempts: Supervisor's first and its startretries (1, supervisord.conf).
+FAILED_STARTS = 2
 
 
 def full_name(process_name: str, group_name: str) -> str:
@@ -61,6 +63,8 @@ class FailFastSupervisor(supervisord.Supervisor):
     def runforever(self) -> None:
         # Process name -> how many unexpected exits in a row came soon after a start.
         self.quick_exits: dict[str, int] = {}
+        # Instance name -> how many exits in a row came before the instance ever answered.
+        self.failed_starts: dict[str, int] = {}
         # Process name -> how many times it was started (the metrics' restarts).
         self.starts: dict[str, int] = {}
         events.subscribe(events.ProcessStateStartingEvent, self.on_starting)
@@ -69,12 +73,13 @@ class FailFastSupervisor(supervisord.Supervisor):
         events.subscribe(events.ProcessStateExitedEvent, self.on_exited)
         events.subscribe(events.SupervisorStoppingEvent, self.on_stopping)
         self.relay_output()
+        # Before any instance runs: it is the one that knows whether an exiting one had answered.
+        self.start_watchdog()
         # supervisord's loop first waits up to 1 s for I/O, and only then spawns the programs:
         # spawn them now (in priority order, as the loop would), which takes ~1 s off every
         # container start.
         for group in sorted(self.process_groups.values()):
             group.transition()
-        self.start_watchdog()
         self.start_metrics()
         super().runforever()
 
@@ -119,7 +124,7 @@ class FailFastSupervisor(supervisord.Supervisor):
 
     def start_watchdog(self) -> None:
         watchdog.log.relay = self.relay
-        watchdog.start(self.bundle, self.running_instances, self.is_running)
+        self.watchdog = watchdog.start(self.bundle, self.running_instances, self.is_running)
 
     def running_instances(self) -> dict[str, int]:
         """Supervisor's RUNNING Tornado instances, name -> pid (read from the watchdog thread)."""
@@ -150,6 +155,8 @@ class FailFastSupervisor(supervisord.Supervisor):
     def on_exited(self, event: events.ProcessStateExitedEvent) -> None:
         process = event.process
         name = full_name(process.config.name, process.group.config.name)
+        if process.group.config.name == GROUP:
+            self.count_failed_start(name, dict(event.extra_values)["pid"])
         if event.expected or time.time() - process.laststart > QUICK_EXIT_SECONDS:
             self.quick_exits[name] = 0
             return
@@ -158,6 +165,21 @@ class FailFastSupervisor(supervisord.Supervisor):
             self.fail(
                 f"{name} exited {QUICK_EXITS} times in a row within {QUICK_EXIT_SECONDS:g}s of "
                 "its start (a crash loop; its own last lines above say why)"
+            )
+
+    def count_failed_start(self, name: str, pid: int) -> None:
+        """An instance that exits before it ever answered /healthz did not start, however long it
+        tried (a slow import that fails, STARTUP_TIMEOUT): as many in a row as Supervisor's
+        attempts (startretries=1: two) stop the container."""
+        if self.watchdog.has_answered(pid):
+            self.failed_starts[name] = 0
+        else:
+            self.failed_starts[name] = self.failed_starts.get(name, 0) + 1
+        self.watchdog.forget(pid)
+        if self.failed_starts[name] >= FAILED_STARTS:
+            self.fail(
+                f"{name} exited {FAILED_STARTS} times in a row before it ever answered "
+                f"{HEALTH_PATH} (its app did not load; its own last lines above say why)"
             )
 
     def fail(self, failure: str) -> None:

@@ -45,9 +45,14 @@ METRICS_DIR = RUN_DIR / "metrics"
 UNRESPONSIVE_FILE = RUN_DIR / "unresponsive"
 # The rendered nginx files, which nginx.conf and tornado.conf include.
 NGINX_RUN_DIR = Path("/tmp/nginx")
+# The nginx lines that the app's own settings give (its static files), written by an instance
+# once it has loaded the app; tornado.conf includes whatever is there.
+NGINX_APP_DIR = NGINX_RUN_DIR / "app.d"
 # nginx's stub_status, for the metrics endpoint only: a socket file, never a TCP port.
 NGINX_STATUS_SOCKET = NGINX_RUN_DIR / "status.sock"
 NGINX_STATUS_PATH = "/stub_status"
+# LB_METHOD=sticky: the cookie that keeps a client on its instance (a random key, no secret).
+STICKY_COOKIE = "tornado_bundle_route"
 # One size-capped file per program (supervisorctl tail), and supervisord's own (maintail).
 LOG_DIR = Path("/tmp/log")
 

@@ -20,9 +20,11 @@ from tornado_bundle.names import (
     HEALTH_PATH,
     KNOWN_METHODS,
     LISTEN_ADDRESS,
+    NGINX_APP_DIR,
     NGINX_RUN_DIR,
     NGINX_STATUS_PATH,
     NGINX_STATUS_SOCKET,
+    STICKY_COOKIE,
 )
 from tornado_bundle.settings import Settings
 
@@ -71,7 +73,9 @@ def per_client(settings: Settings, limits: Capacity) -> int:
     return limits.per_client_auto if chosen is None else chosen
 
 
-def _values(settings: Settings, limits: Capacity, static: StaticFiles | None) -> dict[str, Value]:
+def _values(
+    settings: Settings, limits: Capacity, static: StaticFiles | None = None
+) -> dict[str, Value]:
     weights = settings.lb_weights or (1,) * settings.workers
     return {
         "LISTEN_PORT": str(settings.listen_port),
@@ -94,6 +98,8 @@ def _values(settings: Settings, limits: Capacity, static: StaticFiles | None) ->
         "RATE_BURST": str(2 * int(settings.rate_limit.split("r/")[0] or 0)),
         "ACCESS_LOG_FORMAT": "bundle_json" if settings.log_format == "json" else "bundle",
         "RUN_DIR": str(NGINX_RUN_DIR),
+        "APP_DIR": str(NGINX_APP_DIR),
+        "STICKY_COOKIE": STICKY_COOKIE,
         "STATUS_SOCKET": str(NGINX_STATUS_SOCKET),
         "STATUS_PATH": NGINX_STATUS_PATH,
         "TLS_PORT": str(settings.tls_port),
@@ -105,11 +111,12 @@ def _values(settings: Settings, limits: Capacity, static: StaticFiles | None) ->
     }
 
 
-def _flags(settings: Settings, limits: Capacity, static: StaticFiles | None) -> dict[str, bool]:
+def _flags(settings: Settings, limits: Capacity) -> dict[str, bool]:
     return {
         "LEAST_CONN": settings.lb_method == "least_conn",
         "IP_HASH": settings.lb_method == "ip_hash",
         "URI_HASH": settings.lb_method == "uri_hash",
+        "STICKY": settings.lb_method == "sticky",
         "REAL_IP": bool(settings.real_ip_from),
         "ACCESS_LOG": settings.access_log,
         "DIAGNOSTICS": settings.diagnostics,
@@ -119,7 +126,6 @@ def _flags(settings: Settings, limits: Capacity, static: StaticFiles | None) -> 
         "TLS": settings.tls,
         "TLS_HSTS": settings.tls_hsts,
         "TLS_REDIRECT": settings.tls_redirect,
-        "STATIC_FILES": static is not None,
     }
 
 
@@ -130,19 +136,27 @@ FILES = {
     "response-headers.conf": "response-headers.conf.template",
     "status-server.conf": "status-server.conf.template",
     "tls.conf": "tls.conf.template",
-    "static-files.conf": "static-files.conf.template",
 }
-WHEN = {"status-server.conf": "METRICS", "tls.conf": "TLS", "static-files.conf": "STATIC_FILES"}
+WHEN = {"status-server.conf": "METRICS", "tls.conf": "TLS"}
+# What an instance writes into NGINX_APP_DIR once it has loaded the app (the start hook never
+# imports it): the app's own static_path, served by nginx.
+STATIC_FILES = "static-files.conf"
+STATIC_TEMPLATE = "static-files.conf.template"
 
 
-def render(
-    read: Callable[[str], str], settings: Settings, limits: Capacity, static: StaticFiles | None
-) -> dict[str, str]:
+def render(read: Callable[[str], str], settings: Settings, limits: Capacity) -> dict[str, str]:
     """Rendered file name -> its text, for the files these settings use (tornado.conf includes
     the optional ones only when their flag is on). `read` gives a template's text by its name."""
-    values, flags = _values(settings, limits, static), _flags(settings, limits, static)
+    values, flags = _values(settings, limits), _flags(settings, limits)
     return {
         name: fill(read(template), values, flags)
         for name, template in FILES.items()
         if name not in WHEN or flags[WHEN[name]]
     }
+
+
+def render_static(
+    read: Callable[[str], str], settings: Settings, limits: Capacity, static: StaticFiles
+) -> str:
+    """The text of NGINX_APP_DIR/static-files.conf for the app's static files."""
+    return fill(read(STATIC_TEMPLATE), _values(settings, limits, static), _flags(settings, limits))

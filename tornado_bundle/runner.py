@@ -3,12 +3,15 @@
     python -m tornado_bundle.runner --port=8000        # the app named by APP (main:make_app)
     python main.py --port=8000                         # the same, from the app's own file
 
-It listens on 127.0.0.1 only (nginx in the same container is the only way in), trusts the
-X-Real-IP/X-Forwarded-* headers that nginx sets (xheaders), and on SIGTERM drains (drain.py):
-WebSockets closed with 1001, in-flight requests finished (at most --drain_timeout seconds),
-then exit 0. What it adds to the app: /healthz, WebSocket pings, request metrics
-(request_metrics.py), the blocked-loop warning (loop_monitor.py), the log format
-(instance_logs.py).
+It loads the app on its own running loop (app_loader.py: an Application, a function, an async
+function, an async context manager), writes the nginx lines of the app's static files, and only
+then listens, on 127.0.0.1 only (nginx in the same container is the only way in). It trusts the
+X-Real-IP/X-Forwarded-* headers that nginx sets (xheaders), takes request bodies up to
+CLIENT_MAX_BODY_SIZE like nginx, and on SIGTERM drains (drain.py): WebSockets closed with 1001,
+in-flight requests finished (at most --drain_timeout seconds), then the app's async context
+manager (if any) is exited, then exit 0. What it adds to the app: /healthz, WebSocket pings,
+request metrics (request_metrics.py), the blocked-loop warning (loop_monitor.py), the log
+format (instance_logs.py).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import asyncio
 import faulthandler
 import signal
 import sys
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,17 +29,26 @@ from typing import Any
 import tornado.httputil
 import tornado.web
 
-from tornado_bundle import diagnostics, drain, settings
-from tornado_bundle.app_loader import AppError, load_app
+from tornado_bundle import diagnostics, drain, nginx, settings
+from tornado_bundle.app_loader import AppError, opened, static_files
+from tornado_bundle.files import write_atomically
 from tornado_bundle.instance_logs import REQUEST_ID, configure_logging, log
 from tornado_bundle.limits import capacity
 from tornado_bundle.loop_monitor import BlockedLoopMonitor
-from tornado_bundle.names import HEALTH_PATH, LISTEN_ADDRESS
+from tornado_bundle.names import (
+    HEALTH_PATH,
+    LISTEN_ADDRESS,
+    NGINX_APP_DIR,
+    SETTINGS_FILE,
+    TEMPLATES,
+)
 from tornado_bundle.request_metrics import instrument
 
 # Apps read the request's ID from here (README: Request IDs).
 __all__ = ["REQUEST_ID", "main"]
 MAX_DRAIN_TIMEOUT = 60.0
+# Tornado's max_body_size for CLIENT_MAX_BODY_SIZE=0 (no limit): more than any body.
+NO_BODY_LIMIT = 2**62
 
 
 class UsageError(Exception):
@@ -76,15 +89,22 @@ class HealthHandler(tornado.web.RequestHandler):
         self.write("ok\n")
 
 
-def routes_path(app: tornado.web.Application, path: str) -> bool:
-    """True when one of the app's own routes answers `path` (for any Host)."""
+def _handler_of(app: tornado.web.Application, path: str) -> type | None:
+    """The handler class that the app's own routes give `path` (for any Host), or None."""
     request = tornado.httputil.HTTPServerRequest(
         headers=tornado.httputil.HTTPHeaders({"Host": "localhost"}),
         start_line=tornado.httputil.RequestStartLine("GET", path, "HTTP/1.1"),
     )
     found = app.find_handler(request).handler_class
     not_found = (tornado.web.ErrorHandler, app.settings.get("default_handler_class"))
-    return found not in not_found
+    return None if found in not_found else found
+
+
+def routes_path(app: tornado.web.Application, path: str) -> bool:
+    """True when the app has a route of its own for `path`: not a catch-all such as `/(.*)`
+    (Tornado's file_upload demo), which gives any other path the same handler."""
+    own = _handler_of(app, path)
+    return own is not None and own is not _handler_of(app, f"{path}-{uuid.uuid4().hex}")
 
 
 def prepare(app: tornado.web.Application, bundle: settings.Settings) -> drain.InFlightRequests:
@@ -98,6 +118,8 @@ def prepare(app: tornado.web.Application, bundle: settings.Settings) -> drain.In
     app.settings.setdefault("websocket_ping_interval", bundle.websocket_ping_interval)
     app.settings.setdefault("websocket_ping_timeout", bundle.websocket_ping_interval)
     if not routes_path(app, HEALTH_PATH):
+        # Rules added this way come before the app's own wildcard-host ones (Tornado), so a
+        # catch-all route of the app does not take the health check.
         app.add_handlers(r".*", [(HEALTH_PATH, HealthHandler)])
     if bundle.diagnostics:
         diagnostics.add_routes(app)
@@ -110,7 +132,10 @@ async def serve(
     app: tornado.web.Application, port: int, drain_timeout: float, bundle: settings.Settings
 ) -> None:
     tracker = prepare(app, bundle)
-    server = drain.DrainingHTTPServer(app, xheaders=True)
+    # Whatever nginx lets through (CLIENT_MAX_BODY_SIZE), Tornado takes too: its own default
+    # (100 MB) would turn a larger upload that nginx streams to it into a 400.
+    limit = bundle.client_max_body_bytes or NO_BODY_LIMIT
+    server = drain.DrainingHTTPServer(app, xheaders=True, max_body_size=limit)
     try:
         # The kernel's maximum queue (Tornado's default is 128): a crowd that nginx sends at once
         # waits to be accepted instead of timing out in nginx's connect.
@@ -135,17 +160,39 @@ async def serve(
     log.info("stopped")
 
 
+def publish_static_files(
+    app: tornado.web.Application, spec: str, bundle: settings.Settings
+) -> None:
+    """The app's static_path, for nginx to serve (NGINX_APP_DIR, before this instance listens
+    and so before nginx starts); only in the bundle (the start hook wrote SETTINGS_FILE), not
+    when run by hand. Raises AppError for a static_path that nginx cannot serve."""
+    static = static_files(app, spec)
+    if static is None or not SETTINGS_FILE.exists():
+        return
+    read = lambda name: (TEMPLATES / name).read_text()  # noqa: E731 - one use
+    write_atomically(
+        NGINX_APP_DIR / nginx.STATIC_FILES, nginx.render_static(read, bundle, capacity(), static)
+    )
+    log.info("static files: %s from %s, served by nginx", static.url_prefix, static.path)
+
+
+async def run(
+    target: object | None, port: int, drain_timeout: float, bundle: settings.Settings
+) -> None:
+    """Loads the app on this loop, serves it until SIGTERM, drains, then lets the app close."""
+    async with opened(bundle.app, target) as app:
+        publish_static_files(app, bundle.app, bundle)
+        await serve(app, port, drain_timeout, bundle)
+
+
 def _program() -> str:
     return Path(sys.argv[0]).name or "tornado_bundle.runner"
 
 
-def main(
-    argv: list[str] | None = None,
-    app_factory: Callable[[], tornado.web.Application] | None = None,
-) -> int:
-    """Runs one instance: `app_factory`'s app, or the one APP names. Exit codes: 0 after a
-    drain, 1 when the app cannot be loaded or the port cannot be bound, 2 for a bad flag or
-    environment value."""
+def main(argv: list[str] | None = None, app_factory: Callable[[], object] | None = None) -> int:
+    """Runs one instance: `app_factory`'s app (any of APP's forms), or the one APP names. Exit
+    codes: 0 after a drain, 1 when the app cannot be loaded or closed or the port cannot be
+    bound, 2 for a bad flag or environment value."""
     try:
         port, drain_timeout = parse_arguments(sys.argv[1:] if argv is None else argv)
         # The start hook's settings; without it (python main.py), the environment's.
@@ -158,11 +205,10 @@ def main(
     # to stderr (docker logs) from C, even while Python code cannot run.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
-        app = app_factory() if app_factory is not None else load_app(bundle.app)
+        asyncio.run(run(app_factory, port, drain_timeout, bundle))
     except AppError as error:
         print(f"{_program()}: error: {error}", file=sys.stderr)
         return 1
-    asyncio.run(serve(app, port, drain_timeout, bundle))
     return 0
 
 

@@ -33,7 +33,9 @@ NGINX_SIZE = re.compile(r"[0-9]{1,9}[kKmMgG]?")
 MEMORY_SIZE = re.compile(r"([0-9]{1,6})([mMgG])")
 # What may stand unquoted in an nginx path or location: nothing that ends a directive.
 NGINX_SAFE_PATH = re.compile(r"/[A-Za-z0-9._~/-]*")
-LB_METHODS = ("round_robin", "weighted", "least_conn", "ip_hash", "uri_hash")
+LB_METHODS = ("round_robin", "weighted", "least_conn", "ip_hash", "uri_hash", "sticky")
+# APP: a module path and an attribute name (what the instances import is checked as they load it).
+APP_SPEC = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*")
 
 
 class ConfigError(ValueError):
@@ -172,9 +174,11 @@ OBSERVING = "Logs and metrics"
 TABLE: tuple[Setting, ...] = (
     _entry(
         "APP", "main:make_app", INSTANCES,
-        "The app every instance serves: a module importable from /app and its Application, a "
-        "function or class returning one, or an instance (README: Bring your app).",
-        ("module:callable, e.g. main:make_app (checked when the app is loaded)", _text()),
+        "The app every instance serves: a module importable from /app and, in it, an "
+        "Application, a class or function returning one, an async function returning one, or "
+        "an async context manager yielding one (README: Bring your app). Each instance loads "
+        "it on its own event loop; the start hook does not import it.",
+        ("module:attribute, e.g. main:make_app", _text(APP_SPEC)),
     ),
     _entry(
         "WORKERS", "2", INSTANCES,
@@ -186,6 +190,14 @@ TABLE: tuple[Setting, ...] = (
         "The first instance's port on 127.0.0.1; the others follow. With --network host, keep "
         "them apart from the host's own ports.",
         _whole_number(1024, 65535),
+    ),
+    _entry(
+        "STARTUP_TIMEOUT", "60", INSTANCES,
+        "Seconds an instance may take from its start to its first answer on /healthz (importing "
+        "the app, its async setup); it listens only then, so nginx sends it nothing before. "
+        "Past it, its stacks are logged and it is killed; two failed starts in a row stop the "
+        "container with exit code 1.",
+        _whole_number(1, 3600),
     ),
     _entry(
         "WATCHDOG_TIMEOUT", "10", INSTANCES,
@@ -214,7 +226,8 @@ TABLE: tuple[Setting, ...] = (
     ),
     _entry(
         "LB_METHOD", "round_robin", NGINX,
-        "How nginx spreads requests over the instances (README: Load-balancing strategies).",
+        "How nginx spreads requests over the instances; sticky keeps each browser on one "
+        "instance by a cookie (README: Load-balancing strategies).",
         _one_of(*LB_METHODS),
     ),
     _entry(
@@ -238,7 +251,9 @@ TABLE: tuple[Setting, ...] = (
     ),
     _entry(
         "CLIENT_MAX_BODY_SIZE", "1m", NGINX,
-        "The largest request body nginx accepts; above it, 413.",
+        "The largest request body accepted; above it, 413 from nginx. The instances take the "
+        "same limit (Tornado's max_body_size); bodies are streamed to them as they arrive "
+        "(README: Uploads).",
         (
             "an nginx size: digits with an optional k, m or g suffix, e.g. 1m, 512k "
             "(0 disables the check)",
@@ -321,6 +336,7 @@ class Settings:
     app: str
     workers: int
     instance_base_port: int
+    startup_timeout: int
     watchdog_timeout: int
     blocked_loop_warning: float
     instance_max_memory: int | None
@@ -346,6 +362,14 @@ class Settings:
     @property
     def ports(self) -> range:
         return range(self.instance_base_port, self.instance_base_port + self.workers)
+
+    @property
+    def client_max_body_bytes(self) -> int | None:
+        """CLIENT_MAX_BODY_SIZE in bytes, as nginx counts it (k, m, g: powers of 1024); None for
+        0, no limit."""
+        number, unit = re.fullmatch(r"([0-9]+)([kKmMgG]?)", self.client_max_body_size).groups()
+        size = int(number) * 1024 ** " kmg".index(unit.lower() or " ")
+        return size or None
 
     @property
     def tls(self) -> bool:
@@ -458,6 +482,7 @@ def shell_lines(settings: Settings) -> str:
         "BUNDLE_WORKERS": settings.workers,
         "BUNDLE_BASE_PORT": settings.instance_base_port,
         "BUNDLE_LISTEN_PORT": settings.listen_port,
+        "BUNDLE_STARTUP_TIMEOUT": settings.startup_timeout,
     }
     return "".join(f"{name}='{value}'\n" for name, value in values.items())
 

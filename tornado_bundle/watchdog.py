@@ -4,11 +4,15 @@ A thread of supervisord's own process (PID 1; tornado_bundle/fail_fast.py starts
 no process of its own. Once a second it asks every instance that Supervisor has RUNNING for
 /healthz on its own 127.0.0.1 port (1 s timeout each, all at once):
 
+- An instance is judged only once it has answered: until its first answer (it imports and sets
+  up the app, and listens only then, so nginx sends it nothing) it has STARTUP_TIMEOUT seconds.
 - An instance that has not answered for WATCHDOG_TIMEOUT seconds (a handler blocking the event
-  loop, a process stuck in C code or SIGSTOP'd) gets SIGUSR1, which makes it write the stacks of
-  its threads to the log (faulthandler, set up by the runner), then SIGKILL half a second later:
-  a hung process ignores SIGTERM, and a drain would only wait for it. Supervisor starts a new
-  one (autorestart); nginx retries the GETs caught on the dead one on another instance.
+  loop, a process stuck in C code or SIGSTOP'd), or not within STARTUP_TIMEOUT of its start,
+  gets SIGUSR1, which makes it write the stacks of its threads to the log (faulthandler, set up
+  by the runner), then SIGKILL half a second later: a hung process ignores SIGTERM, and a drain
+  would only wait for it. Supervisor starts a new one (autorestart); nginx retries the GETs
+  caught on the dead one on another instance. An instance that exits before it ever answered is
+  a failed start (tornado_bundle/fail_fast.py counts them: two in a row stop the container).
 - An instance whose resident memory is above INSTANCE_MAX_MEMORY gets SIGTERM: it drains, exits,
   and Supervisor starts a new one; one instance at a time.
 - /tmp/tornado-bundle/unresponsive lists the instances that have not answered for longer than
@@ -105,6 +109,9 @@ class Instance:
     pid: int = 0
     # When this pid last answered (or was first seen RUNNING).
     last_answer: float = 0.0
+    # Whether this pid has answered at all: until then STARTUP_TIMEOUT applies, not
+    # WATCHDOG_TIMEOUT.
+    answered: bool = False
     # When the instance (any pid) last answered: what the health report uses.
     healthy_at: float | None = None
 
@@ -129,6 +136,15 @@ class Watchdog:
         self.pool = ThreadPoolExecutor(max_workers=max(len(ports), 1))
         # The instance (name, old pid) restarted for its memory, until its successor answers.
         self.replacing: tuple[str, int] | None = None
+        # Every pid that has answered and not yet exited (fail_fast asks, as it exits).
+        self.answered_pids: set[int] = set()
+
+    def has_answered(self, pid: int) -> bool:
+        """Whether this process answered /healthz at least once (read from supervisord's loop)."""
+        return pid in self.answered_pids
+
+    def forget(self, pid: int) -> None:
+        self.answered_pids.discard(pid)
 
     def check(self, now: float) -> None:
         for instance in self.instances.values():
@@ -142,8 +158,11 @@ class Watchdog:
                 # A new process: it gets its own WATCHDOG_TIMEOUT from now.
                 instance.pid = running[instance.name]
                 instance.last_answer = now
+                instance.answered = False
             if answered:
                 instance.last_answer = instance.healthy_at = now
+                instance.answered = True
+                self.answered_pids.add(instance.pid)
                 replaced = self.replacing
                 if replaced and replaced[0] == instance.name and replaced[1] != instance.pid:
                     self.replacing = None
@@ -158,8 +177,12 @@ class Watchdog:
 
     def act(self, instance: Instance, now: float) -> None:
         silent = now - instance.last_answer
+        if not instance.answered:
+            if silent >= self.settings.startup_timeout:
+                self.kill(instance, silent, f"STARTUP_TIMEOUT={self.settings.startup_timeout}s")
+            return
         if self.settings.watchdog_timeout and silent >= self.settings.watchdog_timeout:
-            self.kill(instance, silent)
+            self.kill(instance, silent, f"WATCHDOG_TIMEOUT={self.settings.watchdog_timeout}s")
             return
         limit = self.settings.instance_max_memory
         if limit is not None and self.replacing is None:
@@ -167,11 +190,15 @@ class Watchdog:
             if size > limit:
                 self.restart_gracefully(instance, size, limit)
 
-    def kill(self, instance: Instance, silent: float) -> None:
+    def kill(self, instance: Instance, silent: float, limit: str) -> None:
+        why = (
+            "its event loop is blocked or the process is stuck"
+            if instance.answered
+            else "it has not finished loading its app since it started"
+        )
         log(
             f"{instance.name} (pid {instance.pid}) has not answered {HEALTH_PATH} for "
-            f"{silent:.1f}s (WATCHDOG_TIMEOUT={self.settings.watchdog_timeout}s): its event loop "
-            "is blocked or the process is stuck; its stacks follow, then it is killed and "
+            f"{silent:.1f}s ({limit}): {why}; its stacks follow, then it is killed and "
             "Supervisor starts a new one"
         )
         with contextlib.suppress(ProcessLookupError):
@@ -191,12 +218,17 @@ class Watchdog:
             os.kill(instance.pid, signal.SIGTERM)
 
     def report(self, now: float) -> None:
-        after = self.settings.watchdog_timeout or REPORT_AFTER_WHEN_OFF
-        silent = {
-            name: now - (now if i.healthy_at is None else i.healthy_at)
-            for name, i in self.instances.items()
-        }
-        lines = [f"{name} {seconds:.1f}\n" for name, seconds in silent.items() if seconds > after]
+        lines = []
+        for name, instance in self.instances.items():
+            silent = now - (now if instance.healthy_at is None else instance.healthy_at)
+            # A starting instance is not reported before its STARTUP_TIMEOUT.
+            after = (
+                self.settings.watchdog_timeout or REPORT_AFTER_WHEN_OFF
+                if instance.answered
+                else self.settings.startup_timeout
+            )
+            if silent > after:
+                lines.append(f"{name} {silent:.1f}\n")
         write_atomically(REPORT, "".join(lines))
 
     def run_forever(self) -> None:
@@ -213,16 +245,17 @@ def start(
     settings: Settings,
     running: Callable[[], dict[str, int]],
     active: Callable[[], bool],
-) -> threading.Thread:
-    """Starts the watchdog thread for the instances of these settings."""
+) -> Watchdog:
+    """Starts the watchdog thread for the instances of these settings; returns the watchdog."""
     log.json_lines = settings.log_format == "json"
     ports = list(settings.ports)
     timeout = settings.watchdog_timeout
     mode = f"restarts after {timeout}s" if timeout else "restarts off"
     memory = settings.instance_max_memory
     limit = f"{memory / 2**20:.0f} MiB" if memory else "off"
-    log(f"watching {len(ports)} instance(s): {mode}, memory limit {limit}", "info")
+    start = f"{settings.startup_timeout}s to start"
+    log(f"watching {len(ports)} instance(s): {start}, {mode}, memory limit {limit}", "info")
     watchdog = Watchdog(settings, ports, running, active)
     thread = threading.Thread(target=watchdog.run_forever, name=PROGRAM, daemon=True)
     thread.start()
-    return thread
+    return watchdog

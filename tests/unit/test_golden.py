@@ -14,7 +14,7 @@ from repo import template
 
 from tornado_bundle import nginx, settings
 from tornado_bundle.limits import Capacity
-from tornado_bundle.names import NGINX_RUN_DIR
+from tornado_bundle.names import NGINX_APP_DIR, NGINX_RUN_DIR
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 # The open-file limit and listen queue of this machine's containers (20,000; somaxconn 4096).
@@ -49,10 +49,14 @@ def dump(case: str) -> str:
     """What `nginx -T` prints of the rendered files: each file's path, then its text."""
     env, replaced, static = CASES[case]
     parsed = dataclasses.replace(settings.parse(env), **replaced)  # type: ignore[arg-type]
-    files = nginx.render(template, parsed, LIMITS, static)
-    return "".join(
-        f"# configuration file {NGINX_RUN_DIR / name}:\n{text}\n" for name, text in files.items()
-    )
+    files = {
+        NGINX_RUN_DIR / name: text for name, text in nginx.render(template, parsed, LIMITS).items()
+    }
+    if static is not None:
+        # What an instance writes once it has loaded an app with a static_path.
+        static_conf = nginx.render_static(template, parsed, LIMITS, static)
+        files[NGINX_APP_DIR / nginx.STATIC_FILES] = static_conf
+    return "".join(f"# configuration file {path}:\n{text}\n" for path, text in files.items())
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -68,6 +68,7 @@ def test_the_shell_settings_are_the_parsed_ones() -> None:
         "BUNDLE_WORKERS='3'",
         "BUNDLE_BASE_PORT='8000'",
         "BUNDLE_LISTEN_PORT='8080'",
+        "BUNDLE_STARTUP_TIMEOUT='60'",
     ]
 
 
@@ -92,4 +93,4 @@ def test_compose_and_kubernetes_scrape_the_default_metrics_port() -> None:
 
 def test_the_health_path_is_the_one_every_probe_asks_for() -> None:
     assert f"GET {names.HEALTH_PATH} HTTP/1.0" in text("container", "bin", "healthcheck")
-    assert "    @HEALTH_PATH@ 0;" in text("tornado.conf")
+    assert "    http@HEALTH_PATH@ 0;" in text("tornado.conf")

@@ -89,7 +89,7 @@ def tls_settings(pair: tuple[Path, Path, Path, trustme.CA], **env: str) -> setti
 
 
 def rendered(bundle: settings.Settings) -> dict[str, str]:
-    return nginx.render(template, bundle, Capacity(20000, 4096), None)
+    return nginx.render(template, bundle, Capacity(20000, 4096))
 
 
 def render_tls(bundle: settings.Settings) -> str:

@@ -71,6 +71,21 @@ class OwnHealthAppTest(tornado.testing.AsyncHTTPTestCase):
         assert self._app.settings["websocket_ping_interval"] == 5
 
 
+class CatchAll(tornado.web.RequestHandler):
+    def get(self, path: str) -> None:
+        self.write("mine")
+
+
+class CatchAllAppTest(tornado.testing.AsyncHTTPTestCase):
+    # Tornado's file_upload demo routes every path to one PUT handler (GET is its 405).
+    def get_app(self) -> tornado.web.Application:
+        return prepared(tornado.web.Application([(r"/(.*)", CatchAll)]))
+
+    def test_a_catch_all_route_does_not_take_the_health_check(self) -> None:
+        assert self.fetch("/healthz").body == b"ok\n"
+        assert self.fetch("/anything").body == b"mine"
+
+
 def test_default_handler_class_does_not_count_as_a_route() -> None:
     app = tornado.web.Application([], default_handler_class=OwnHealth)
     assert not runner.routes_path(app, "/healthz")

@@ -21,8 +21,17 @@ from tornado_bundle.settings import ConfigError, parse
 LIMITS = Capacity(open_files=20_000, listen_backlog=4096)
 
 
+# Where an instance writes the app's static-files location (tornado_bundle/runner.py).
+STATIC = f"app.d/{nginx.STATIC_FILES}"
+
+
 def rendered_files(static: StaticFiles | None = None, **env: str) -> dict[str, str]:
-    return nginx.render(template, parse(env), LIMITS, static)
+    """The start hook's files, and the one an instance adds for the app's static files."""
+    parsed = parse(env)
+    files = nginx.render(template, parsed, LIMITS)
+    if static is not None:
+        files[STATIC] = nginx.render_static(template, parsed, LIMITS, static)
+    return files
 
 
 def rendered(**env: str) -> str:
@@ -206,8 +215,9 @@ def app_with(tmp_path: Path, **settings: object) -> tornado.web.Application:
 def test_no_static_path_no_static_location(tmp_path: Path) -> None:
     assert app_loader.static_files(app_with(tmp_path), "x:y") is None
     files = rendered_files()
-    assert "static-files.conf" not in files
-    assert "include /tmp/nginx/static-files.conf;" not in files["tornado.conf"]
+    assert not any("static" in name for name in files)
+    # What the instances write (nothing, here) is included: an empty folder is no error.
+    assert "    include /tmp/nginx/app.d/*.conf;" in files["tornado.conf"]
 
 
 def test_static_location_comes_from_the_app_settings(tmp_path: Path) -> None:
@@ -216,8 +226,8 @@ def test_static_location_comes_from_the_app_settings(tmp_path: Path) -> None:
     static = app_loader.static_files(app, "x:y")
     assert static == StaticFiles(url_prefix="/assets/", path=f"{tmp_path}/assets/")
     files = rendered_files(static)
-    assert "    include /tmp/nginx/static-files.conf;" in files["tornado.conf"]
-    text = files["static-files.conf"]
+    assert "    include /tmp/nginx/app.d/*.conf;" in files["tornado.conf"]
+    text = files[STATIC]
     assert "location ^~ /assets/ {" in text
     assert f"alias {tmp_path}/assets/;" in text
     assert "@" not in text
@@ -293,7 +303,7 @@ def test_per_client_limits_and_the_health_check_outside_them() -> None:
     )
     assert "limit_conn per_client" not in limited["tornado.conf"]
     assert "limit_req_zone $binary_remote_addr zone=rate:10m rate=20r/m;" in limited["tornado.conf"]
-    for name in ("tornado.conf", "static-files.conf"):
+    for name in ("tornado.conf", STATIC):
         assert "limit_req zone=rate burst=40 nodelay;" in limited[name]
     with pytest.raises(ConfigError, match="RATE_LIMIT='20/s' is not allowed: off, or a whole"):
         parse({"RATE_LIMIT": "20/s"})

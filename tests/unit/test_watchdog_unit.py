@@ -28,11 +28,18 @@ def sent(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[tuple[int, int
 
 
 def make(
-    timeout: int, memory: int | None = None, answering: bool = True, running: bool = True
+    timeout: int,
+    memory: int | None = None,
+    answering: bool = True,
+    running: bool = True,
+    startup: int = 30,
 ) -> watchdog.Watchdog:
     dog = watchdog.Watchdog(
         dataclasses.replace(
-            settings.defaults(), watchdog_timeout=timeout, instance_max_memory=memory
+            settings.defaults(),
+            watchdog_timeout=timeout,
+            instance_max_memory=memory,
+            startup_timeout=startup,
         ),
         [8000],
         lambda: {NAME: 42} if running else {},
@@ -53,8 +60,10 @@ def test_an_instance_that_answers_is_left_alone(sent: list[tuple[int, int]]) -> 
 def test_silent_for_the_timeout_gets_its_stack_dumped_then_killed_once(
     sent: list[tuple[int, int]],
 ) -> None:
-    dog = make(timeout=10, answering=False)
-    for second in range(10):
+    dog = make(timeout=10)
+    dog.check(0.0)
+    ANSWERING[0] = False
+    for second in range(1, 10):
         dog.check(float(second))
     assert sent == []
     dog.check(10.0)
@@ -64,11 +73,43 @@ def test_silent_for_the_timeout_gets_its_stack_dumped_then_killed_once(
 
 
 def test_timeout_0_never_kills_but_reports_after_10_seconds(sent: list[tuple[int, int]]) -> None:
-    dog = make(timeout=0, answering=False)
-    for second in range(12):
+    dog = make(timeout=0)
+    dog.check(0.0)
+    ANSWERING[0] = False
+    for second in range(1, 12):
         dog.check(float(second))
     assert sent == []
     assert watchdog.REPORT.read_text().startswith(f"{NAME} 11.0")
+
+
+def test_a_starting_instance_has_the_startup_timeout_not_the_watchdog_s(
+    sent: list[tuple[int, int]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An app that takes 20 s to load, with WATCHDOG_TIMEOUT=10: neither killed nor reported.
+    dog = make(timeout=10, answering=False, startup=30)
+    for second in range(20):
+        dog.check(float(second))
+    ANSWERING[0] = True
+    dog.check(20.0)
+    assert sent == []
+    assert watchdog.REPORT.read_text() == ""
+    assert dog.has_answered(42)
+
+
+def test_an_instance_that_never_answers_is_killed_at_the_startup_timeout(
+    sent: list[tuple[int, int]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    dog = make(timeout=10, answering=False, startup=30)
+    for second in range(30):
+        dog.check(float(second))
+    assert sent == []
+    assert watchdog.REPORT.read_text() == ""
+    dog.check(30.0)
+    assert sent == [(42, signal.SIGUSR1), (42, signal.SIGKILL)]
+    assert "(STARTUP_TIMEOUT=30s): it has not finished loading its app" in capsys.readouterr().out
+    dog.check(31.0)
+    assert watchdog.REPORT.read_text().startswith(f"{NAME} 31.0")
+    assert not dog.has_answered(42)
 
 
 def test_a_stopped_instance_is_not_reported(sent: list[tuple[int, int]]) -> None:
