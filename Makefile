@@ -110,7 +110,8 @@ lint: $(VENV)/.installed ## ruff, shellcheck, hadolint, yamllint (no Docker need
 	$(VENV)/bin/ruff check --config tests/ruff.toml $(PYTHON_SOURCES)
 	$(VENV)/bin/ruff format --check --config tests/ruff.toml $(PYTHON_SOURCES)
 	$(VENV)/bin/shellcheck $(SHELL_SCRIPTS)
-	$(VENV)/bin/hadolint Dockerfile bench/seed/Dockerfile examples/chat/Dockerfile
+	$(VENV)/bin/hadolint Dockerfile bench/seed/Dockerfile examples/chat/Dockerfile \
+		tests/apps/blog_app/Dockerfile
 	$(VENV)/bin/yamllint --strict -c deploy/.yamllint.yaml deploy
 
 $(BENCH_VENV)/.installed: bench/requirements.txt
@@ -132,6 +133,7 @@ lock: $(VENV)/.installed ## regenerate every lock file with hashes from its .in 
 	cd tests && ../$(PIP_COMPILE) -o requirements-dev.txt requirements-dev.in
 	cd bench && ../$(PIP_COMPILE) -o requirements.txt requirements.in
 	cd examples/chat && ../../$(PIP_COMPILE) -o requirements.txt requirements.in
+	cd tests/apps/blog_app && ../../../$(PIP_COMPILE) -o requirements.txt requirements.in
 
 clean: ## remove the make run container, the image, test containers and the tools' venv
 	-docker rm --force $(CONTAINER) 2>/dev/null

@@ -7,16 +7,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
+import http.cookiejar
 import json
 import re
+import shutil
+import subprocess
+import tempfile
 import time
+import urllib.parse
+import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
 
-from harness import LOOPBACK, Container, Response, docker, remove, running, start, wait_for
+from harness import (
+    BUILDER_IMAGE,
+    LOOPBACK,
+    Container,
+    Response,
+    docker,
+    free_ports,
+    remove,
+    running,
+    start,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("image")]
 
@@ -276,3 +294,114 @@ def test_sticky_keeps_each_client_on_one_instance_and_falls_over_while_it_restar
         bundle.exec("supervisorctl", "start", instance)
         bundle.wait_every_instance_healthy()
         assert bundle.upstream_counts(5, headers={"Cookie": cookie}) == {home: 5}
+
+
+# --- Tornado's blog demo: an async pool on the instance's loop, a real PostgreSQL -------------
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[int]:
+    """Debian's PostgreSQL on 127.0.0.1:<free port>, with the blog demo's user, database and
+    schema (the demo's README: psql < schema.sql); stopped and removed after."""
+    binaries = sorted(Path("/usr/lib/postgresql").glob("*/bin"))[-1]
+    folder = Path(tempfile.mkdtemp(prefix="tornado-bundle-test-pg-"))
+    shutil.chown(folder, "postgres")
+    as_postgres = ["runuser", "-u", "postgres", "--"]
+    subprocess.run(
+        [*as_postgres, binaries / "initdb", "-D", folder / "data", "-A", "trust", "-U", "postgres"],
+        check=True,
+        capture_output=True,
+    )
+    port = free_ports(1)
+    server = subprocess.Popen(
+        [*as_postgres, binaries / "postgres", "-D", folder / "data", "-k", folder, "-p", str(port),
+         "-c", f"listen_addresses={LOOPBACK}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: psql(port, "SELECT 1", "postgres"), 30, 0.2, "PostgreSQL to accept")
+        psql(port, "CREATE USER blog WITH PASSWORD 'blog'", "postgres")
+        psql(port, "CREATE DATABASE blog OWNER blog", "postgres")
+        schema = (DEMOS / "blog" / "schema.sql").read_text()
+        subprocess.run(
+            ["psql", "-h", LOOPBACK, "-p", str(port), "-U", "blog", "-d", "blog", "-q"],
+            input=schema, text=True, check=True, capture_output=True,
+        )  # fmt: skip
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# The demo's connections to the database, not counting the one that asks.
+BLOG_CONNECTIONS = (
+    "SELECT count(*) FROM pg_stat_activity WHERE usename = 'blog' AND pid <> pg_backend_pid()"
+)
+
+
+def psql(port: int, sql: str, user: str = "blog") -> str:
+    result = subprocess.run(
+        ["psql", "-h", LOOPBACK, "-p", str(port), "-U", user, "-d", user, "-At", "-c", sql],
+        capture_output=True, text=True, timeout=10,
+    )  # fmt: skip
+    if result.returncode:
+        raise AssertionError(result.stderr)
+    return result.stdout.strip() or "ok"
+
+
+@pytest.fixture(scope="module")
+def blog_image(image: str) -> Iterator[str]:
+    tag = f"tornado-bundle-test-blog:{uuid.uuid4().hex[:8]}"
+    docker(
+        "build", "--quiet", f"--build-arg=BUNDLE_IMAGE={image}",
+        f"--build-arg=BUNDLE_BUILDER={BUILDER_IMAGE}", f"--tag={tag}",
+        "--file", str(APPS / "blog_app" / "Dockerfile"), str(APPS),
+        timeout=600,
+    )  # fmt: skip
+    yield tag
+    docker("image", "rm", "--force", tag, check=False)
+
+
+class Browser:
+    """Cookies and forms the way a browser keeps them (the demo's xsrf and signed cookies)."""
+
+    def __init__(self, port: int) -> None:
+        self.base = f"http://{LOOPBACK}:{port}"
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+        )
+
+    def get(self, path: str) -> str:
+        with self.opener.open(self.base + path, timeout=10) as answer:
+            return answer.read().decode()
+
+    def submit(self, path: str, fields: dict[str, str]) -> str:
+        """GET the form, then POST it with its _xsrf field; the page it leads to."""
+        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', self.get(path))
+        assert xsrf, f"no _xsrf field in {path}"
+        data = urllib.parse.urlencode({**fields, "_xsrf": xsrf.group(1)}).encode()
+        with self.opener.open(self.base + path, data=data, timeout=10) as answer:
+            return answer.read().decode()
+
+
+def test_tornado_s_blog_demo_with_its_pool_on_each_instance_s_loop(
+    postgres: int, blog_image: str
+) -> None:
+    env = {"BLOG_DB_PORT": str(postgres), "WORKERS": "2"}
+    with running(env, image=blog_image, host_network=True, ready="/auth/create") as bundle:
+        assert int(psql(postgres, BLOG_CONNECTIONS)) >= 2
+        browser = Browser(bundle.port)
+        browser.submit("/auth/create", {"email": "a@example.org", "name": "A", "password": "pw"})
+        entry = browser.submit(
+            "/compose", {"title": "Written through the bundle", "markdown": "*hi*"}
+        )
+        assert "Written through the bundle" in entry and "<em>hi</em>" in entry
+        # Every instance reads what one of them wrote (round robin: the home page from both).
+        for _ in range(4):
+            assert "Written through the bundle" in browser.get("/")
+        assert psql(postgres, "SELECT title FROM entries") == "Written through the bundle"
+        docker("stop", bundle.name, timeout=30)
+        assert bundle.logs().count("blog: database pool closed") == 2, bundle.logs()
+        assert psql(postgres, BLOG_CONNECTIONS) == "0"
