@@ -455,6 +455,110 @@ MUTATIONS = [
             "test_300_trickling_bodies_from_one_address_deny_no_other_address_nor_the_health_check",
         ),
     ),
+    Mutation(
+        "an async APP factory is not awaited",
+        "tornado_bundle/app_loader.py",
+        "    if inspect.isawaitable(made):",
+        "    if False:",
+        (
+            "tests/unit/test_app_loader.py",
+            "tests/image/test_real_apps.py::test_an_async_factory_serves_and_an_error_in_setup_is_one_line_and_exit_1",
+        ),
+    ),
+    Mutation(
+        "an async context manager APP is never left",
+        "tornado_bundle/app_loader.py",
+        '        await _await(spec, f"leaving {called}", manager.__aexit__(None, None, None))',
+        "        pass",
+        (
+            "tests/unit/test_app_loader.py",
+            "tests/image/test_real_apps.py::test_an_async_context_manager_app_is_entered_before_listening_and_left_after_the_drain",
+        ),
+    ),
+    Mutation(
+        "a starting instance is judged by WATCHDOG_TIMEOUT",
+        "tornado_bundle/watchdog.py",
+        "        if not instance.answered:",
+        "        if False:",
+        (
+            "tests/unit/test_watchdog_unit.py",
+            "tests/image/test_real_apps.py::test_an_app_that_takes_15_s_to_import_starts_and_serves",
+        ),
+    ),
+    Mutation(
+        "failed starts never stop the container",
+        "tornado_bundle/fail_fast.py",
+        "        if self.failed_starts[name] >= FAILED_STARTS:",
+        "        if False:",
+        (
+            "tests/unit/test_fail_fast.py",
+            "tests/image/test_real_apps.py::test_an_app_that_can_never_start_stops_the_container_with_exit_1",
+        ),
+    ),
+    Mutation(
+        "nginx buffers request bodies",
+        "tornado.conf",
+        "        proxy_request_buffering off;\n",
+        "",
+        (
+            "tests/image/test_real_apps.py::test_tornado_s_file_upload_demo_streams_1_gb_on_a_read_only_root_with_16_mb_of_tmp",
+        ),
+    ),
+    Mutation(
+        "Tornado keeps its own 100 MB body limit",
+        "tornado_bundle/runner.py",
+        "xheaders=True, max_body_size=limit)",
+        "xheaders=True)",
+        (
+            "tests/image/test_real_apps.py::test_tornado_takes_any_body_nginx_lets_through_and_nginx_refuses_the_rest",
+        ),
+    ),
+    Mutation(
+        "X-Forwarded-Proto is always the connection's scheme",
+        "tornado.conf",
+        "        proxy_set_header X-Forwarded-Proto $forward_proto;",
+        "        proxy_set_header X-Forwarded-Proto $scheme;",
+        (
+            "tests/image/test_real_apps.py::test_x_forwarded_proto_is_taken_from_a_trusted_proxy_only",
+        ),
+    ),
+    Mutation(
+        "X-Forwarded-Proto believed from anyone",
+        "tornado.conf",
+        '    "~^1:(?<proto>https?)$" $proto;',
+        '    "~^[01]:(?<proto>https?)$" $proto;',
+        (
+            "tests/image/test_real_apps.py::test_x_forwarded_proto_is_taken_from_a_trusted_proxy_only",
+        ),
+    ),
+    Mutation(
+        "response headers limited to nginx's 4 KB",
+        "tornado.conf",
+        "        proxy_buffer_size 32k;\n",
+        "",
+        (
+            "tests/image/test_real_apps.py::test_response_headers_of_16_kb_pass_and_larger_ones_are_logged_with_the_instance",
+        ),
+    ),
+    Mutation(
+        "sticky does not hash the cookie",
+        "tornado.conf",
+        "@?STICKY@    hash $sticky_key consistent;\n",
+        "",
+        (
+            "tests/image/test_real_apps.py::test_sticky_keeps_each_client_on_one_instance_and_falls_over_while_it_restarts",
+        ),
+    ),
+    Mutation(
+        "a catch-all route takes /healthz",
+        "tornado_bundle/runner.py",
+        "    return own is not None and own is not _handler_of(",
+        "    return own is not None and own is _handler_of(",
+        (
+            "tests/unit/test_runner.py",
+            "tests/image/test_real_apps.py::test_tornado_s_file_upload_demo_streams_1_gb_on_a_read_only_root_with_16_mb_of_tmp",
+        ),
+    ),
 ]
 
 

@@ -41,6 +41,7 @@ from tornado_bundle.names import (
     NGINX_APP_DIR,
     SETTINGS_FILE,
     TEMPLATES,
+    process_name,
 )
 from tornado_bundle.request_metrics import instrument
 
@@ -207,7 +208,8 @@ def main(argv: list[str] | None = None, app_factory: Callable[[], object] | None
     try:
         asyncio.run(run(app_factory, port, drain_timeout, bundle))
     except AppError as error:
-        print(f"{_program()}: error: {error}", file=sys.stderr)
+        # Named like the process in supervisorctl: two instances may say it at once.
+        print(f"{process_name(port)}: error: {error}", file=sys.stderr)
         return 1
     return 0
 

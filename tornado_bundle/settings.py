@@ -227,7 +227,7 @@ TABLE: tuple[Setting, ...] = (
     _entry(
         "LB_METHOD", "round_robin", NGINX,
         "How nginx spreads requests over the instances; sticky keeps each browser on one "
-        "instance by a cookie (README: Load-balancing strategies).",
+        "instance by a cookie (docs/operating.md: Load-balancing strategies).",
         _one_of(*LB_METHODS),
     ),
     _entry(
@@ -253,7 +253,7 @@ TABLE: tuple[Setting, ...] = (
         "CLIENT_MAX_BODY_SIZE", "1m", NGINX,
         "The largest request body accepted; above it, 413 from nginx. The instances take the "
         "same limit (Tornado's max_body_size); bodies are streamed to them as they arrive "
-        "(README: Uploads).",
+        "(docs/apps.md: Uploads).",
         (
             "an nginx size: digits with an optional k, m or g suffix, e.g. 1m, 512k "
             "(0 disables the check)",
