@@ -478,7 +478,7 @@ MUTATIONS = [
     Mutation(
         "a starting instance is judged by WATCHDOG_TIMEOUT",
         "tornado_bundle/watchdog.py",
-        "        if not instance.answered:",
+        "        if not instance.started:",
         "        if False:",
         (
             "tests/unit/test_watchdog_unit.py",

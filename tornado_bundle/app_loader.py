@@ -136,7 +136,9 @@ def static_files(app: tornado.web.Application, spec: str) -> StaticFiles | None:
     """The app's static_path and static_url_prefix (Tornado's own settings), checked for nginx;
     None when the app has no static_path. Raises AppError."""
     path = app.settings.get("static_path")
-    if not path:
+    if not path or not isinstance(path, str | os.PathLike):
+        # None, or what only the app's own static handler understands (Jupyter: a list of
+        # folders): Tornado serves those URLs itself.
         return None
     prefix = app.settings.get("static_url_prefix", "/static/")
     resolved = os.path.abspath(path)

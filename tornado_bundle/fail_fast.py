@@ -29,7 +29,7 @@ from supervisor import events, loggers, supervisord
 from supervisor.states import ProcessStates, SupervisorStates
 
 from tornado_bundle import logs, settings, watchdog
-from tornado_bundle.names import GROUP, HEALTH_PATH
+from tornado_bundle.names import GROUP
 
 PROGRAM = "supervisord-fail-fast"
 # Supervisor counts a start as failed only when the process exits within startsecs (1 s); on a
@@ -63,7 +63,7 @@ class FailFastSupervisor(supervisord.Supervisor):
     def runforever(self) -> None:
         # Process name -> how many unexpected exits in a row came soon after a start.
         self.quick_exits: dict[str, int] = {}
-        # Instance name -> how many exits in a row came before the instance ever answered.
+        # Instance name -> how many exits in a row came before the instance ever listened.
         self.failed_starts: dict[str, int] = {}
         # Process name -> how many times it was started (the metrics' restarts).
         self.starts: dict[str, int] = {}
@@ -73,7 +73,7 @@ class FailFastSupervisor(supervisord.Supervisor):
         events.subscribe(events.ProcessStateExitedEvent, self.on_exited)
         events.subscribe(events.SupervisorStoppingEvent, self.on_stopping)
         self.relay_output()
-        # Before any instance runs: it is the one that knows whether an exiting one had answered.
+        # Before any instance runs: it is the one that knows whether an exiting one had started.
         self.start_watchdog()
         # supervisord's loop first waits up to 1 s for I/O, and only then spawns the programs:
         # spawn them now (in priority order, as the loop would), which takes ~1 s off every
@@ -168,18 +168,18 @@ class FailFastSupervisor(supervisord.Supervisor):
             )
 
     def count_failed_start(self, name: str, pid: int) -> None:
-        """An instance that exits before it ever answered /healthz did not start, however long it
-        tried (a slow import that fails, STARTUP_TIMEOUT): as many in a row as Supervisor's
-        attempts (startretries=1: two) stop the container."""
-        if self.watchdog.has_answered(pid):
+        """An instance that exits before it ever listened did not start (its app did not load),
+        however long it tried (a slow import that fails, STARTUP_TIMEOUT): as many in a row as
+        Supervisor's attempts (startretries=1: two) stop the container."""
+        if self.watchdog.has_started(pid):
             self.failed_starts[name] = 0
         else:
             self.failed_starts[name] = self.failed_starts.get(name, 0) + 1
         self.watchdog.forget(pid)
         if self.failed_starts[name] >= FAILED_STARTS:
             self.fail(
-                f"{name} exited {FAILED_STARTS} times in a row before it ever answered "
-                f"{HEALTH_PATH} (its app did not load; its own last lines above say why)"
+                f"{name} exited {FAILED_STARTS} times in a row before it ever listened (its app "
+                "did not load; its own last lines above say why)"
             )
 
     def fail(self, failure: str) -> None:

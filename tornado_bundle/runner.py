@@ -133,6 +133,9 @@ async def serve(
     app: tornado.web.Application, port: int, drain_timeout: float, bundle: settings.Settings
 ) -> None:
     tracker = prepare(app, bundle)
+    # Again, now that the app is loaded: an app may install its own SIGUSR1 handler (Jupyter
+    # Server does), and the watchdog's stack dump must still work.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     # Whatever nginx lets through (CLIENT_MAX_BODY_SIZE), Tornado takes too: its own default
     # (100 MB) would turn a larger upload that nginx streams to it into a 400.
     limit = bundle.client_max_body_bytes or NO_BODY_LIMIT

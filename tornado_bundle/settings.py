@@ -193,8 +193,8 @@ TABLE: tuple[Setting, ...] = (
     ),
     _entry(
         "STARTUP_TIMEOUT", "60", INSTANCES,
-        "Seconds an instance may take from its start to its first answer on /healthz (importing "
-        "the app, its async setup); it listens only then, so nginx sends it nothing before. "
+        "Seconds an instance may take from its start until it listens (importing the app, its "
+        "async setup; nginx sends it nothing before, and WATCHDOG_TIMEOUT applies only after). "
         "Past it, its stacks are logged and it is killed; two failed starts in a row stop the "
         "container with exit code 1.",
         _whole_number(1, 3600),

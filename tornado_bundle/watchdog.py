@@ -4,14 +4,15 @@ A thread of supervisord's own process (PID 1; tornado_bundle/fail_fast.py starts
 no process of its own. Once a second it asks every instance that Supervisor has RUNNING for
 /healthz on its own 127.0.0.1 port (1 s timeout each, all at once):
 
-- An instance is judged only once it has answered: until its first answer (it imports and sets
-  up the app, and listens only then, so nginx sends it nothing) it has STARTUP_TIMEOUT seconds.
+- An instance is judged only once it has started: it imports and sets up the app, and listens
+  only then (so nginx sends it nothing before); until its port accepts a connection it has
+  STARTUP_TIMEOUT seconds.
 - An instance that has not answered for WATCHDOG_TIMEOUT seconds (a handler blocking the event
   loop, a process stuck in C code or SIGSTOP'd), or not within STARTUP_TIMEOUT of its start,
   gets SIGUSR1, which makes it write the stacks of its threads to the log (faulthandler, set up
   by the runner), then SIGKILL half a second later: a hung process ignores SIGTERM, and a drain
   would only wait for it. Supervisor starts a new one (autorestart); nginx retries the GETs
-  caught on the dead one on another instance. An instance that exits before it ever answered is
+  caught on the dead one on another instance. An instance that exits before it ever listened is
   a failed start (tornado_bundle/fail_fast.py counts them: two in a row stop the container).
 - An instance whose resident memory is above INSTANCE_MAX_MEMORY gets SIGTERM: it drains, exits,
   and Supervisor starts a new one; one instance at a time.
@@ -77,17 +78,31 @@ class Log:
 log = Log()
 
 
-def answers(port: int, timeout: float = PROBE_TIMEOUT) -> bool:
-    """GET /healthz on the instance's own port answers 200 within `timeout`."""
+@dataclass(frozen=True)
+class Probe:
+    # The port accepted a connection: the instance has loaded its app (it listens only then),
+    # even if its loop is blocked now (the kernel accepts into the listen queue).
+    listening: bool
+    # GET /healthz answered 200 in time.
+    answered: bool
+
+
+def probe(port: int, timeout: float = PROBE_TIMEOUT) -> Probe:
+    """GET /healthz on the instance's own port, within `timeout`."""
     request = f"GET {HEALTH_PATH} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode()
     try:
-        with socket.create_connection((LISTEN_ADDRESS, port), timeout=timeout) as connection:
+        connection = socket.create_connection((LISTEN_ADDRESS, port), timeout=timeout)
+    except OSError:
+        return Probe(listening=False, answered=False)
+    try:
+        with connection:
             connection.settimeout(timeout)
             connection.sendall(request)
             status_line = connection.recv(64).split(b"\r\n", 1)[0]
     except OSError:
-        return False
-    return status_line.startswith(b"HTTP/1.") and status_line[9:12] == b"200"
+        return Probe(listening=True, answered=False)
+    ok = status_line.startswith(b"HTTP/1.") and status_line[9:12] == b"200"
+    return Probe(listening=True, answered=ok)
 
 
 def resident_bytes(pid: int) -> int:
@@ -109,9 +124,9 @@ class Instance:
     pid: int = 0
     # When this pid last answered (or was first seen RUNNING).
     last_answer: float = 0.0
-    # Whether this pid has answered at all: until then STARTUP_TIMEOUT applies, not
-    # WATCHDOG_TIMEOUT.
-    answered: bool = False
+    # Whether this pid has listened at all (its app is loaded): until then STARTUP_TIMEOUT
+    # applies, not WATCHDOG_TIMEOUT.
+    started: bool = False
     # When the instance (any pid) last answered: what the health report uses.
     healthy_at: float | None = None
 
@@ -136,15 +151,15 @@ class Watchdog:
         self.pool = ThreadPoolExecutor(max_workers=max(len(ports), 1))
         # The instance (name, old pid) restarted for its memory, until its successor answers.
         self.replacing: tuple[str, int] | None = None
-        # Every pid that has answered and not yet exited (fail_fast asks, as it exits).
-        self.answered_pids: set[int] = set()
+        # Every pid that has listened and not yet exited (fail_fast asks, as it exits).
+        self.started_pids: set[int] = set()
 
-    def has_answered(self, pid: int) -> bool:
-        """Whether this process answered /healthz at least once (read from supervisord's loop)."""
-        return pid in self.answered_pids
+    def has_started(self, pid: int) -> bool:
+        """Whether this process ever listened on its port (read from supervisord's loop)."""
+        return pid in self.started_pids
 
     def forget(self, pid: int) -> None:
-        self.answered_pids.discard(pid)
+        self.started_pids.discard(pid)
 
     def check(self, now: float) -> None:
         for instance in self.instances.values():
@@ -152,17 +167,20 @@ class Watchdog:
                 instance.healthy_at = now
         running = self.running()
         probed = [self.instances[name] for name in running if name in self.instances]
-        results = list(self.pool.map(lambda instance: answers(instance.port), probed))
-        for instance, answered in zip(probed, results, strict=True):
+        results = list(self.pool.map(lambda instance: probe(instance.port), probed))
+        for instance, result in zip(probed, results, strict=True):
             if running[instance.name] != instance.pid:
                 # A new process: it gets its own WATCHDOG_TIMEOUT from now.
                 instance.pid = running[instance.name]
                 instance.last_answer = now
-                instance.answered = False
-            if answered:
+                instance.started = False
+            if result.listening and not instance.started:
+                # Started: from now on WATCHDOG_TIMEOUT, counted from here.
+                instance.started = True
+                instance.last_answer = now
+                self.started_pids.add(instance.pid)
+            if result.answered:
                 instance.last_answer = instance.healthy_at = now
-                instance.answered = True
-                self.answered_pids.add(instance.pid)
                 replaced = self.replacing
                 if replaced and replaced[0] == instance.name and replaced[1] != instance.pid:
                     self.replacing = None
@@ -177,7 +195,7 @@ class Watchdog:
 
     def act(self, instance: Instance, now: float) -> None:
         silent = now - instance.last_answer
-        if not instance.answered:
+        if not instance.started:
             if silent >= self.settings.startup_timeout:
                 self.kill(instance, silent, f"STARTUP_TIMEOUT={self.settings.startup_timeout}s")
             return
@@ -193,7 +211,7 @@ class Watchdog:
     def kill(self, instance: Instance, silent: float, limit: str) -> None:
         why = (
             "its event loop is blocked or the process is stuck"
-            if instance.answered
+            if instance.started
             else "it has not finished loading its app since it started"
         )
         log(
@@ -224,7 +242,7 @@ class Watchdog:
             # A starting instance is not reported before its STARTUP_TIMEOUT.
             after = (
                 self.settings.watchdog_timeout or REPORT_AFTER_WHEN_OFF
-                if instance.answered
+                if instance.started
                 else self.settings.startup_timeout
             )
             if silent > after:

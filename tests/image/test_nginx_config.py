@@ -1,4 +1,5 @@
-"""The effective nginx configuration of the image (`nginx -T` after the start hook rendered it):
+"""The effective nginx configuration of the image (`nginx -T` after the start hook rendered it,
+and the app's static files as an instance adds them):
 the golden files of tests/unit/golden are what the image really renders, and gixy, a static
 analyser for nginx configurations (alias traversal, header injection, host spoofing, ...), finds
 nothing with the defaults, with the diagnostics header, a trusted proxy and least_conn, and with
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import IMAGE, docker
+from harness import IMAGE, docker, running
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("image")]
 
@@ -56,7 +57,10 @@ def test_gixy_finds_nothing(tmp_path: Path, env: dict[str, str]) -> None:
 
 
 def test_gixy_finds_nothing_with_an_app_s_static_files(tmp_path: Path, example_image: str) -> None:
-    config = effective_config(example_image, {})
+    # An instance writes the static-files location as it loads the app: a running bundle's.
+    with running(image=example_image) as bundle:
+        config = bundle.exec("nginx", "-T").stdout
+    assert "# configuration file /tmp/nginx/app.d/static-files.conf:" in config
     assert "location ^~ /static/ {" in config
     check(tmp_path, config)
 

@@ -241,7 +241,7 @@ def test_an_app_that_can_never_start_stops_the_container_with_exit_1(
         assert exit_code(bundle, 40) == 1
         logs = bundle.logs()
         assert reason in logs, logs
-        assert "exited 2 times in a row before it ever answered /healthz" in logs, logs
+        assert "exited 2 times in a row before it ever listened" in logs, logs
 
 
 # --- What nginx passes ------------------------------------------------------------------------

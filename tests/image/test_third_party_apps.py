@@ -5,6 +5,9 @@ renders, and its WebSocket carries an interaction both ways."""
 
 from __future__ import annotations
 
+import json
+import re
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,3 +114,67 @@ def test_a_bokeh_server_app_renders_and_runs_its_python_callbacks_over_the_webso
         assert frames.sent >= 3 and frames.received >= 3, vars(frames)
         # One browser, one instance: its session lived where its WebSocket went.
         assert len(upstreams(bundle)) == 1, upstreams(bundle)
+
+
+@pytest.fixture(scope="module")
+def jupyter_image(image: str) -> Iterator[str]:
+    tag = app_image(image, "jupyter_app")
+    yield tag
+    docker("image", "rm", "--force", tag, check=False)
+
+
+def empty_notebook(base: str, token: str, name: str) -> None:
+    """An empty Python notebook, made through Jupyter's own contents API."""
+    notebook = {
+        "type": "notebook",
+        "content": {
+            "cells": [{"cell_type": "code", "id": "probe", "source": "", "metadata": {},
+                       "outputs": [], "execution_count": None}],
+            "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                        "language": "python"}},
+            "nbformat": 4,
+            "nbformat_minor": 5,
+        },
+    }  # fmt: skip
+    request = urllib.request.Request(
+        f"{base}/api/contents/{name}?token={token}",
+        data=json.dumps(notebook).encode(),
+        method="PUT",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert answer.status == 201
+
+
+def test_jupyterlab_runs_a_cell_on_its_kernel_and_shuts_the_kernel_down_at_stop(
+    jupyter_image: str, browser: Browser
+) -> None:
+    token = uuid.uuid4().hex
+    with running(
+        sticky({"JUPYTER_TOKEN": token}), image=jupyter_image, host_network=True
+    ) as bundle:
+        base = f"http://{LOOPBACK}:{bundle.port}"
+        empty_notebook(base, token, "probe.ipynb")
+        page = browser.new_page()
+        frames = Frames(page)
+        page.goto(f"{base}/lab/tree/probe.ipynb?token={token}")
+        editor = page.locator(".jp-Notebook .jp-Cell .cm-content").first
+        editor.wait_for(timeout=60_000)
+        # The kernel has started and its WebSocket is up (JupyterLab's status bar says so).
+        page.get_by_text(re.compile(r"\| Idle$")).first.wait_for(timeout=60_000)
+        editor.click()
+        page.keyboard.type("6 * 7")
+        page.keyboard.press("Shift+Enter")
+        output = page.locator(".jp-OutputArea-output").first
+        output.wait_for(timeout=30_000)
+        assert output.inner_text().strip() == "42"
+        page.screenshot(path=str(SCREENSHOTS / "jupyterlab.png"))
+        page.close()
+        assert any("/api/kernels/" in url and "/channels" in url for url in frames.urls), (
+            frames.urls
+        )
+        assert frames.sent and frames.received
+        assert len(upstreams(bundle)) == 1, upstreams(bundle)
+        # The app's own stop after the drain: Jupyter shuts its kernel down.
+        docker("stop", bundle.name, timeout=30)
+        assert "Kernel shutdown:" in bundle.logs(), bundle.logs()[-3000:]

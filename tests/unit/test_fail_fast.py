@@ -22,9 +22,9 @@ def supervisor(monkeypatch: pytest.MonkeyPatch) -> FailFastSupervisor:
     instance = object.__new__(FailFastSupervisor)
     instance.quick_exits = {}
     instance.failed_starts = {}
-    # Pids 1-99 answered /healthz before they exited; 100 and above never did.
+    # Pids 1-99 listened before they exited; 100 and above never did.
     instance.watchdog = SimpleNamespace(  # type: ignore[assignment]
-        has_answered=lambda pid: pid < 100, forget=lambda pid: None
+        has_started=lambda pid: pid < 100, forget=lambda pid: None
     )
     logged: list[str] = []
     instance.options = SimpleNamespace(  # type: ignore[assignment]
@@ -70,12 +70,12 @@ def test_two_exits_in_a_row_before_ever_answering_are_a_failed_start(
     supervisor.on_exited(exited(40.0, pid=101))  # type: ignore[arg-type]
     assert supervisor.options.mood == SupervisorStates.SHUTDOWN
     assert FailFastSupervisor.failure == (
-        "tornadoes:tornado-8001 exited 2 times in a row before it ever answered /healthz (its "
-        "app did not load; its own last lines above say why)"
+        "tornadoes:tornado-8001 exited 2 times in a row before it ever listened (its app did "
+        "not load; its own last lines above say why)"
     )
 
 
-def test_an_instance_that_answered_between_two_failed_starts_resets_the_count(
+def test_an_instance_that_started_between_two_failed_starts_resets_the_count(
     supervisor: FailFastSupervisor,
 ) -> None:
     for pid in (100, 1, 101, 2):

@@ -14,13 +14,18 @@ from tornado_bundle import settings, watchdog
 NAME = "tornadoes:tornado-8000"
 
 
-ANSWERING = [True]
+ANSWERING = watchdog.Probe(listening=True, answered=True)
+# Listening (its app loaded) but not answering: a blocked loop.
+HUNG = watchdog.Probe(listening=True, answered=False)
+# Not listening yet: still importing or setting up its app.
+LOADING = watchdog.Probe(listening=False, answered=False)
+STATE = [ANSWERING]
 
 
 @pytest.fixture
 def sent(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[tuple[int, int]]:
     signals: list[tuple[int, int]] = []
-    monkeypatch.setattr(watchdog, "answers", lambda port, timeout=1.0: ANSWERING[0])
+    monkeypatch.setattr(watchdog, "probe", lambda port, timeout=1.0: STATE[0])
     monkeypatch.setattr(watchdog.os, "kill", lambda pid, signum: signals.append((pid, signum)))
     monkeypatch.setattr(watchdog.time, "sleep", lambda seconds: None)
     monkeypatch.setattr(watchdog, "REPORT", tmp_path / "unresponsive")
@@ -30,7 +35,7 @@ def sent(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[tuple[int, int
 def make(
     timeout: int,
     memory: int | None = None,
-    answering: bool = True,
+    state: watchdog.Probe = ANSWERING,
     running: bool = True,
     startup: int = 30,
 ) -> watchdog.Watchdog:
@@ -45,7 +50,7 @@ def make(
         lambda: {NAME: 42} if running else {},
         lambda: True,
     )
-    ANSWERING[0] = answering
+    STATE[0] = state
     return dog
 
 
@@ -62,7 +67,7 @@ def test_silent_for_the_timeout_gets_its_stack_dumped_then_killed_once(
 ) -> None:
     dog = make(timeout=10)
     dog.check(0.0)
-    ANSWERING[0] = False
+    STATE[0] = HUNG
     for second in range(1, 10):
         dog.check(float(second))
     assert sent == []
@@ -75,7 +80,7 @@ def test_silent_for_the_timeout_gets_its_stack_dumped_then_killed_once(
 def test_timeout_0_never_kills_but_reports_after_10_seconds(sent: list[tuple[int, int]]) -> None:
     dog = make(timeout=0)
     dog.check(0.0)
-    ANSWERING[0] = False
+    STATE[0] = HUNG
     for second in range(1, 12):
         dog.check(float(second))
     assert sent == []
@@ -86,20 +91,20 @@ def test_a_starting_instance_has_the_startup_timeout_not_the_watchdog_s(
     sent: list[tuple[int, int]], capsys: pytest.CaptureFixture[str]
 ) -> None:
     # An app that takes 20 s to load, with WATCHDOG_TIMEOUT=10: neither killed nor reported.
-    dog = make(timeout=10, answering=False, startup=30)
+    dog = make(timeout=10, state=LOADING, startup=30)
     for second in range(20):
         dog.check(float(second))
-    ANSWERING[0] = True
+    STATE[0] = ANSWERING
     dog.check(20.0)
     assert sent == []
     assert watchdog.REPORT.read_text() == ""
-    assert dog.has_answered(42)
+    assert dog.has_started(42)
 
 
 def test_an_instance_that_never_answers_is_killed_at_the_startup_timeout(
     sent: list[tuple[int, int]], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    dog = make(timeout=10, answering=False, startup=30)
+    dog = make(timeout=10, state=LOADING, startup=30)
     for second in range(30):
         dog.check(float(second))
     assert sent == []
@@ -109,11 +114,24 @@ def test_an_instance_that_never_answers_is_killed_at_the_startup_timeout(
     assert "(STARTUP_TIMEOUT=30s): it has not finished loading its app" in capsys.readouterr().out
     dog.check(31.0)
     assert watchdog.REPORT.read_text().startswith(f"{NAME} 31.0")
-    assert not dog.has_answered(42)
+    assert not dog.has_started(42)
+
+
+def test_an_instance_blocked_as_soon_as_it_listens_has_the_watchdog_s_timeout(
+    sent: list[tuple[int, int]],
+) -> None:
+    # Its first request blocks its loop before any probe got an answer: it has started.
+    dog = make(timeout=3, state=HUNG, startup=30)
+    for second in range(3):
+        dog.check(float(second))
+    assert sent == []
+    dog.check(3.0)
+    assert sent == [(42, signal.SIGUSR1), (42, signal.SIGKILL)]
+    assert dog.has_started(42)
 
 
 def test_a_stopped_instance_is_not_reported(sent: list[tuple[int, int]]) -> None:
-    dog = make(timeout=5, answering=False, running=False)
+    dog = make(timeout=5, state=HUNG, running=False)
     for second in range(20):
         dog.check(float(second))
     assert sent == []
