@@ -78,12 +78,14 @@ def sticky(env: dict[str, str]) -> dict[str, str]:
 
 
 def upstreams(bundle: Container) -> set[str]:
-    """The instances nginx's access log says it used (127.0.0.1:PORT)."""
-    return set(
+    """The instances that nginx's access log says served the browser (its user agent; not the
+    test's own requests, nor what nginx served itself)."""
+    used = {
         line.split("upstream=")[1].split()[0]
         for line in bundle.logs().splitlines()
-        if "upstream=" in line and "/healthz" not in line
-    )
+        if "HeadlessChrome" in line and "upstream=" in line
+    }
+    return used - {"-"}
 
 
 @pytest.fixture(scope="module")
