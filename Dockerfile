@@ -103,7 +103,9 @@ USER 10001:10001
 # (METRICS_PORT). The defaults are decided in tornado_bundle/settings.py; tests/unit/test_names.py
 # checks that these agree.
 EXPOSE 80 443 9145
-# Through nginx to a Tornado instance: unhealthy when nginx can reach none of them.
-HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 CMD ["healthcheck"]
+# Through nginx to a Tornado instance: unhealthy when nginx can reach none of them. Failures in
+# the first 60 s (STARTUP_TIMEOUT's default: an app may load that long) do not count; the first
+# success ends that grace at once.
+HEALTHCHECK --interval=5s --timeout=3s --start-period=60s --retries=3 CMD ["healthcheck"]
 ENTRYPOINT ["/docker-entrypoint.sh"]
 CMD ["supervisord-fail-fast", "-c", "/etc/supervisor/supervisord.conf"]

@@ -16,6 +16,7 @@ import yaml
 from stack import lab_stack  # swarm-lab/stack.py (conftest puts swarm-lab/ on the path)
 
 from harness import IMAGE, docker, http_get, wait_for
+from tornado_bundle import settings
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBERNETES = sorted((ROOT / "deploy" / "kubernetes").glob("*.yaml"))
@@ -51,8 +52,12 @@ def test_probes_and_ports_match_the_image() -> None:
     }
     annotations = manifest("Deployment")["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/port"] == env["METRICS_PORT"]
-    for probe in ("readinessProbe", "livenessProbe"):
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
+    # The start-up grace is STARTUP_TIMEOUT's default, the instances' own.
+    startup = container["startupProbe"]
+    seconds = startup["periodSeconds"] * startup["failureThreshold"]
+    assert seconds == settings.defaults().startup_timeout
     service_ports = {
         port["name"]: port["targetPort"] for port in manifest("Service")["spec"]["ports"]
     }

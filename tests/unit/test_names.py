@@ -94,3 +94,9 @@ def test_compose_and_kubernetes_scrape_the_default_metrics_port() -> None:
 def test_the_health_path_is_the_one_every_probe_asks_for() -> None:
     assert f"GET {names.HEALTH_PATH} HTTP/1.0" in text("container", "bin", "healthcheck")
     assert "    http@HEALTH_PATH@ 0;" in text("tornado.conf")
+
+
+def test_every_start_up_grace_is_startup_timeout_s_default() -> None:
+    seconds = settings.defaults().startup_timeout
+    assert f"--start-period={seconds}s " in text("Dockerfile")
+    assert f"      start_period: {seconds}s\n" in text("deploy", "compose.yaml")
