@@ -111,7 +111,7 @@ lint: $(VENV)/.installed ## ruff, shellcheck, hadolint, yamllint (no Docker need
 	$(VENV)/bin/ruff format --check --config tests/ruff.toml $(PYTHON_SOURCES)
 	$(VENV)/bin/shellcheck $(SHELL_SCRIPTS)
 	$(VENV)/bin/hadolint Dockerfile bench/seed/Dockerfile examples/chat/Dockerfile \
-		tests/apps/blog_app/Dockerfile
+		tests/apps/Dockerfile
 	$(VENV)/bin/yamllint --strict -c deploy/.yamllint.yaml deploy
 
 $(BENCH_VENV)/.installed: bench/requirements.txt

@@ -248,6 +248,22 @@ def start(
     return Container(name, port, container_port, workers, base_port)
 
 
+def app_image(folder: str, extra: str = "") -> str:
+    """tests/apps/<folder> built FROM the bundle (tests/apps/Dockerfile), as a user builds an app
+    image; `extra`: another folder of tests/apps whose files go into /app too. Returns the tag;
+    the caller removes it."""
+    apps = Path(__file__).resolve().parents[1] / "tests" / "apps"
+    tag = f"{NAME_PREFIX}{folder.replace('_', '-')}:{uuid.uuid4().hex[:8]}"
+    extra_args = [f"--build-arg=EXTRA_FOLDER={extra}"] if extra else []
+    docker(
+        "build", "--quiet", f"--build-arg=BUNDLE_IMAGE={IMAGE}",
+        f"--build-arg=BUNDLE_BUILDER={BUILDER_IMAGE}", f"--build-arg=APP_FOLDER={folder}",
+        *extra_args, f"--tag={tag}", str(apps),
+        timeout=900,
+    )  # fmt: skip
+    return tag
+
+
 def remove(name: str) -> None:
     docker("rm", "--force", "--volumes", name, check=False)
 

@@ -482,7 +482,7 @@ MUTATIONS = [
         "        if False:",
         (
             "tests/unit/test_watchdog_unit.py",
-            "tests/image/test_real_apps.py::test_an_app_that_takes_15_s_to_import_starts_and_serves",
+            "tests/image/test_real_apps.py::test_an_app_that_takes_30_s_to_import_starts_and_serves",
         ),
     ),
     Mutation(

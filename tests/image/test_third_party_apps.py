@@ -1,7 +1,7 @@
 """Whole third-party servers built on Tornado, each in its own image FROM the bundle
-(tests/apps/*_app), with WORKERS=2 and LB_METHOD=sticky (their state lives in one process),
-driven by a real browser: Debian's chromium, through playwright's bundled driver. The page
-renders, and its WebSocket carries an interaction both ways."""
+(tests/apps/bokeh_app, jupyter_app), with WORKERS=2 and LB_METHOD=sticky (their state lives in
+one process), driven by a real browser: Debian's chromium, through playwright's bundled driver.
+The page renders, and its WebSocket carries an interaction both ways."""
 
 from __future__ import annotations
 
@@ -15,11 +15,10 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, WebSocket, sync_playwright
 
-from harness import BUILDER_IMAGE, LOOPBACK, Container, docker, free_ports, running
+from harness import LOOPBACK, Container, app_image, docker, free_ports, running
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("image")]
 
-APPS = Path(__file__).resolve().parents[1] / "apps"
 CHROMIUM = "/usr/bin/chromium"
 # What the browser saw, for a look after a run (not kept in the repository).
 SCREENSHOTS = Path(__file__).resolve().parents[1] / ".screenshots"
@@ -33,17 +32,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-
-
-def app_image(image: str, folder: str) -> str:
-    tag = f"tornado-bundle-test-{folder.replace('_', '-')}:{uuid.uuid4().hex[:8]}"
-    docker(
-        "build", "--quiet", f"--build-arg=BUNDLE_IMAGE={image}",
-        f"--build-arg=BUNDLE_BUILDER={BUILDER_IMAGE}", f"--tag={tag}",
-        "--file", str(APPS / folder / "Dockerfile"), str(APPS),
-        timeout=900,
-    )  # fmt: skip
-    return tag
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +77,8 @@ def upstreams(bundle: Container) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def bokeh_image(image: str) -> Iterator[str]:
-    tag = app_image(image, "bokeh_app")
+def bokeh_image() -> Iterator[str]:
+    tag = app_image("bokeh_app")
     yield tag
     docker("image", "rm", "--force", tag, check=False)
 
@@ -100,7 +88,10 @@ def test_a_bokeh_server_app_renders_and_runs_its_python_callbacks_over_the_webso
 ) -> None:
     port = free_ports(1)
     # Bokeh's own origin check, as `bokeh serve --allow-websocket-origin` sets it.
-    env = sticky({"LISTEN_PORT": str(port), "BOKEH_ALLOW_WS_ORIGIN": f"{LOOPBACK}:{port}"})
+    origin = f"{LOOPBACK}:{port}"
+    env = sticky(
+        {"APP": "bokeh_app:make_app", "LISTEN_PORT": str(port), "BOKEH_ALLOW_WS_ORIGIN": origin}
+    )
     with running(env, image=bokeh_image, host_network=True) as bundle:
         page = browser.new_page()
         frames = Frames(page)
@@ -119,8 +110,8 @@ def test_a_bokeh_server_app_renders_and_runs_its_python_callbacks_over_the_webso
 
 
 @pytest.fixture(scope="module")
-def jupyter_image(image: str) -> Iterator[str]:
-    tag = app_image(image, "jupyter_app")
+def jupyter_image() -> Iterator[str]:
+    tag = app_image("jupyter_app")
     yield tag
     docker("image", "rm", "--force", tag, check=False)
 

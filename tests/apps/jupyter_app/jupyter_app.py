@@ -7,8 +7,22 @@ import contextlib
 import os
 from collections.abc import AsyncIterator
 
-import tornado.web
-from jupyter_server.serverapp import ServerApp
+# pip --target put Jupyter's data and config files (JupyterLab's pages, its server extension)
+# under /opt/app-packages; what Jupyter writes goes to /tmp, the one writable path. Set before
+# Jupyter reads them, as an image's ENV would.
+for name, path in {
+    "JUPYTER_PATH": "/opt/app-packages/share/jupyter",
+    "JUPYTER_CONFIG_PATH": "/opt/app-packages/etc/jupyter",
+    "JUPYTERLAB_DIR": "/opt/app-packages/share/jupyter/lab",
+    "JUPYTER_CONFIG_DIR": "/tmp/jupyter/config",
+    "JUPYTER_DATA_DIR": "/tmp/jupyter/data",
+    "JUPYTER_RUNTIME_DIR": "/tmp/jupyter/runtime",
+    "IPYTHONDIR": "/tmp/ipython",
+}.items():
+    os.environ.setdefault(name, path)
+
+import tornado.web  # noqa: E402 - after the environment Jupyter reads at import
+from jupyter_server.serverapp import ServerApp  # noqa: E402
 
 
 @contextlib.asynccontextmanager

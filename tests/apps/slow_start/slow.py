@@ -6,7 +6,7 @@ import time
 
 import tornado.web
 
-time.sleep(float(os.environ.get("IMPORT_SECONDS", "15")))
+time.sleep(float(os.environ.get("IMPORT_SECONDS", "30")))
 if os.environ.get("IMPORT_FAILS"):
     raise RuntimeError("the model file is missing")
 
