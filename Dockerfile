@@ -65,6 +65,8 @@ RUN apt-get update; \
     rm -rf /var/lib/apt/lists/* /var/log/apt/* /var/log/dpkg.log \
         /etc/nginx/sites-available /etc/nginx/sites-enabled /etc/nginx/conf.d \
         /etc/nginx/modules-enabled /var/www/html; \
+    # Empty folders for your own nginx lines (README: nginx drop-ins).
+    mkdir /etc/nginx/conf.d /etc/nginx/server.d; \
     ln -sf /dev/stdout /var/log/nginx/access.log; \
     ln -sf /dev/stderr /var/log/nginx/error.log; \
     groupadd --system --gid 10001 tornado; \

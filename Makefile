@@ -23,7 +23,7 @@ BENCH_ARGS ?=
 # tests/mutate.py: which mutations (numbers), e.g. MUTATIONS="1 4"; all when empty.
 MUTATIONS ?=
 
-SHELL_SCRIPTS := base-image/build.sh container/entrypoint.sh container/entrypoint.d/*.sh \
+SHELL_SCRIPTS := base-image/build.sh container/entrypoint.sh container/entrypoint.d/* \
 	container/bin/* bench/seed/start.sh swarm-lab/lab.sh .ci/run
 PYTHON_SOURCES := main.py tornado_bundle harness examples tests bench/run.py bench/tornado_alone.py swarm-lab
 

@@ -59,15 +59,15 @@ MUTATIONS = [
     ),
     Mutation(
         "X-Real-IP passed from the client",
-        "tornado.conf",
-        "        proxy_set_header X-Real-IP $remote_addr;\n",
+        "container/nginx/proxy.conf.template",
+        "proxy_set_header X-Real-IP $remote_addr;\n",
         "",
         ("tests/image/test_bundle.py::test_a_client_cannot_choose_its_own_address_or_scheme",),
     ),
     Mutation(
         "X-Scheme passed from the client",
-        "tornado.conf",
-        '        proxy_set_header X-Scheme "";\n',
+        "container/nginx/proxy.conf.template",
+        'proxy_set_header X-Scheme "";\n',
         "",
         ("tests/image/test_bundle.py::test_a_client_cannot_choose_its_own_address_or_scheme",),
     ),
@@ -129,16 +129,16 @@ MUTATIONS = [
     ),
     Mutation(
         "no Upgrade header to the instances",
-        "tornado.conf",
-        "        proxy_set_header Upgrade $websocket_upgrade;\n",
+        "container/nginx/proxy.conf.template",
+        "proxy_set_header Upgrade $websocket_upgrade;\n",
         "",
         ("tests/image/test_long_lived.py::test_permessage_deflate_is_negotiated_end_to_end",),
     ),
     Mutation(
         "Host without its port (check_origin refuses the page's own origin)",
-        "tornado.conf",
-        "        proxy_set_header Host $forward_host;\n        proxy_set_header X-Real-IP",
-        "        proxy_set_header Host $host;\n        proxy_set_header X-Real-IP",
+        "container/nginx/proxy.conf.template",
+        "proxy_set_header Host $forward_host;\nproxy_set_header X-Real-IP",
+        "proxy_set_header Host $host;\nproxy_set_header X-Real-IP",
         (
             "tests/image/test_long_lived.py::"
             "test_a_foreign_origin_is_refused_and_the_same_origin_accepted",
@@ -146,9 +146,9 @@ MUTATIONS = [
     ),
     Mutation(
         "timeouts retried on the next instance",
-        "tornado.conf",
-        "        proxy_next_upstream error;\n        # At most one other",
-        "        proxy_next_upstream error timeout;\n        # At most one other",
+        "container/nginx/proxy.conf.template",
+        "proxy_next_upstream error;\n# At most one other",
+        "proxy_next_upstream error timeout;\n# At most one other",
         ("tests/image/test_long_lived.py::test_a_timeout_is_a_504_and_the_request_ran_once",),
     ),
     Mutation(
@@ -290,7 +290,7 @@ MUTATIONS = [
     Mutation(
         "TLS_REDIRECT also redirects the health check",
         "tornado.conf",
-        "    @HEALTH_PATH@ 0;\n",
+        "    http@HEALTH_PATH@ 0;\n",
         "",
         (
             "tests/image/test_production.py::test_tls_redirect_sends_308_except_for_the_health_check",
@@ -497,8 +497,8 @@ MUTATIONS = [
     ),
     Mutation(
         "nginx buffers request bodies",
-        "tornado.conf",
-        "        proxy_request_buffering off;\n",
+        "container/nginx/proxy.conf.template",
+        "proxy_request_buffering off;\n",
         "",
         (
             "tests/image/test_real_apps.py::test_tornado_s_file_upload_demo_streams_1_gb_on_a_read_only_root_with_16_mb_of_tmp",
@@ -515,9 +515,9 @@ MUTATIONS = [
     ),
     Mutation(
         "X-Forwarded-Proto is always the connection's scheme",
-        "tornado.conf",
-        "        proxy_set_header X-Forwarded-Proto $forward_proto;",
-        "        proxy_set_header X-Forwarded-Proto $scheme;",
+        "container/nginx/proxy.conf.template",
+        "proxy_set_header X-Forwarded-Proto $forward_proto;",
+        "proxy_set_header X-Forwarded-Proto $scheme;",
         (
             "tests/image/test_real_apps.py::test_x_forwarded_proto_is_taken_from_a_trusted_proxy_only",
         ),
@@ -533,8 +533,8 @@ MUTATIONS = [
     ),
     Mutation(
         "response headers limited to nginx's 4 KB",
-        "tornado.conf",
-        "        proxy_buffer_size 32k;\n",
+        "container/nginx/proxy.conf.template",
+        "proxy_buffer_size 32k;\n",
         "",
         (
             "tests/image/test_real_apps.py::test_response_headers_of_16_kb_pass_and_larger_ones_are_logged_with_the_instance",

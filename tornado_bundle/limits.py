@@ -1,6 +1,5 @@
-"""What the container's limits allow: open files per process and the kernel's listen queue, read
-at start. nginx's connection slots and every listen backlog (nginx's and the instances') follow
-from them."""
+"""What the container offers, read at start: open files per process, the kernel's listen queue
+(nginx's connection slots and every listen backlog follow from them), and whether it has IPv6."""
 
 from __future__ import annotations
 
@@ -9,6 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SOMAXCONN = Path("/proc/sys/net/core/somaxconn")
+# One line per IPv6 address of the network namespace; empty (or absent) without IPv6, as in
+# Docker's default bridge network.
+IF_INET6 = Path("/proc/net/if_inet6")
 # Open files nginx keeps for what is not a connection: static files, logs, temporary files.
 FILES_RESERVE = 1024
 
@@ -17,6 +19,8 @@ FILES_RESERVE = 1024
 class Capacity:
     open_files: int
     listen_backlog: int
+    # The container has an IPv6 address (LISTEN_IPV6=auto listens on [::] then).
+    ipv6: bool = False
 
     @property
     def worker_connections(self) -> int:
@@ -42,4 +46,8 @@ def capacity() -> Capacity:
         backlog = int(SOMAXCONN.read_text())
     except (OSError, ValueError):
         backlog = 4096
-    return Capacity(open_files=open_files, listen_backlog=backlog)
+    try:
+        ipv6 = bool(IF_INET6.read_text().strip())
+    except OSError:
+        ipv6 = False
+    return Capacity(open_files=open_files, listen_backlog=backlog, ipv6=ipv6)

@@ -31,6 +31,11 @@ KNOWN_METHODS = (
 
 # The image's files.
 TEMPLATES = Path("/etc/nginx/templates")
+# The app's own one-time step before any instance starts (container/entrypoint.d/40-prestart.sh).
+PRESTART = Path("/app/prestart.sh")
+# nginx drop-ins of the user's (empty in the image): http level, and inside the server.
+NGINX_CONF_D = Path("/etc/nginx/conf.d")
+NGINX_SERVER_D = Path("/etc/nginx/server.d")
 # Everything written at start lives under /tmp: the one writable path (also --read-only).
 RUN_DIR = Path("/tmp/tornado-bundle")
 # The validated settings (tornado_bundle/settings.py), written once by the start hook.

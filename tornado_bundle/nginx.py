@@ -22,6 +22,7 @@ from tornado_bundle.names import (
     LISTEN_ADDRESS,
     NGINX_APP_DIR,
     NGINX_RUN_DIR,
+    NGINX_SERVER_D,
     NGINX_STATUS_PATH,
     NGINX_STATUS_SOCKET,
     STICKY_COOKIE,
@@ -67,6 +68,11 @@ def _one(value: Value, index: int) -> str:
     return value if isinstance(value, str) else value[index]
 
 
+def listens_on_ipv6(settings: Settings, limits: Capacity) -> bool:
+    """LISTEN_IPV6: on, off, or auto (when the container has an IPv6 address)."""
+    return settings.listen_ipv6 == "on" or (settings.listen_ipv6 == "auto" and limits.ipv6)
+
+
 def per_client(settings: Settings, limits: Capacity) -> int:
     """Requests at once per client address (0: no limit)."""
     chosen = settings.max_requests_per_client
@@ -99,6 +105,7 @@ def _values(
         "ACCESS_LOG_FORMAT": "bundle_json" if settings.log_format == "json" else "bundle",
         "RUN_DIR": str(NGINX_RUN_DIR),
         "APP_DIR": str(NGINX_APP_DIR),
+        "SERVER_D": str(NGINX_SERVER_D),
         "STICKY_COOKIE": STICKY_COOKIE,
         "STATUS_SOCKET": str(NGINX_STATUS_SOCKET),
         "STATUS_PATH": NGINX_STATUS_PATH,
@@ -117,6 +124,7 @@ def _flags(settings: Settings, limits: Capacity) -> dict[str, bool]:
         "IP_HASH": settings.lb_method == "ip_hash",
         "URI_HASH": settings.lb_method == "uri_hash",
         "STICKY": settings.lb_method == "sticky",
+        "IPV6": listens_on_ipv6(settings, limits),
         "REAL_IP": bool(settings.real_ip_from),
         "ACCESS_LOG": settings.access_log,
         "DIAGNOSTICS": settings.diagnostics,
@@ -134,6 +142,7 @@ FILES = {
     "limits.conf": "limits.conf.template",
     "tornado.conf": "tornado.conf",
     "response-headers.conf": "response-headers.conf.template",
+    "proxy.conf": "proxy.conf.template",
     "status-server.conf": "status-server.conf.template",
     "tls.conf": "tls.conf.template",
 }

@@ -225,6 +225,12 @@ TABLE: tuple[Setting, ...] = (
         PORT,
     ),
     _entry(
+        "LISTEN_IPV6", "auto", NGINX,
+        "Whether nginx listens on IPv6 ([::]) too, on LISTEN_PORT and TLS_PORT: auto when the "
+        "container has an IPv6 address (--network host, an IPv6-enabled network), on, or off.",
+        _one_of("auto", "on", "off"),
+    ),
+    _entry(
         "LB_METHOD", "round_robin", NGINX,
         "How nginx spreads requests over the instances; sticky keeps each browser on one "
         "instance by a cookie (docs/operating.md: Load-balancing strategies).",
@@ -341,6 +347,7 @@ class Settings:
     blocked_loop_warning: float
     instance_max_memory: int | None
     listen_port: int
+    listen_ipv6: str
     lb_method: str
     lb_weights: tuple[int, ...]
     max_requests_per_client: int | None
@@ -483,6 +490,8 @@ def shell_lines(settings: Settings) -> str:
         "BUNDLE_BASE_PORT": settings.instance_base_port,
         "BUNDLE_LISTEN_PORT": settings.listen_port,
         "BUNDLE_STARTUP_TIMEOUT": settings.startup_timeout,
+        # The bundle's own settings named *_FILE (paths), which secrets-from-files leaves alone.
+        "BUNDLE_FILE_SETTINGS": " ".join(s.name for s in TABLE if s.name.endswith("_FILE")),
     }
     return "".join(f"{name}='{value}'\n" for name, value in values.items())
 

@@ -55,11 +55,12 @@ def outputs(parsed: settings.Settings, limits: Capacity) -> dict[Path, str]:
 def summary(parsed: settings.Settings, limits: Capacity) -> str:
     method = parsed.lb_method + (f" {parsed.lb_weights}" if parsed.lb_weights else "")
     https = f", HTTPS on :{parsed.tls_port}" if parsed.tls else ""
+    ip = "IPv4 and IPv6" if nginx.listens_on_ipv6(parsed, limits) else "IPv4 only"
     metrics = f", metrics on :{parsed.metrics_port}" if parsed.metrics_port else ""
     return (
         f"APP={parsed.app}, {parsed.workers} Tornado instance(s) on ports "
         f"{parsed.ports.start}-{parsed.ports.stop - 1}, {method}, nginx on "
-        f":{parsed.listen_port}{https}{metrics}; {limits.worker_connections} "
+        f":{parsed.listen_port} ({ip}){https}{metrics}; {limits.worker_connections} "
         f"connections (open files {limits.open_files}), {limits.max_active_requests} requests at "
         f"once, {nginx.per_client(parsed, limits) or 'no limit'} per client, listen backlog "
         f"{limits.listen_backlog}"

@@ -7,6 +7,7 @@ import http.client
 import json
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -177,3 +178,51 @@ def test_an_app_that_cannot_load_stops_the_container_within_10_seconds(
     lines = (result.stdout + result.stderr).splitlines()
     assert f"tornado-8000: error: {message}" in "\n".join(lines), lines
     assert lines[-1].startswith("supervisord-fail-fast: exiting with status 1: tornadoes:"), lines
+
+
+def test_nginx_drop_ins_at_http_and_server_level_are_used_and_checked_at_start(
+    tmp_path: Path,
+) -> None:
+    conf_d, server_d = tmp_path / "conf.d", tmp_path / "server.d"
+    conf_d.mkdir()
+    server_d.mkdir()
+    (conf_d / "probe-map.conf").write_text(
+        'map $http_x_probe $probe_answer {\n    default "none";\n    yes "mapped";\n}\n'
+    )
+    (server_d / "locations.conf").write_text(
+        'location = /from-drop-in {\n    return 200 "$probe_answer\\n";\n}\n'
+        # A location of its own with a short proxy_read_timeout (DIAGNOSTICS' /slow).
+        "location /slow {\n    proxy_pass http://tornadoes;\n    proxy_read_timeout 1s;\n}\n"
+    )
+    mounts = ("-v", f"{conf_d}:/etc/nginx/conf.d:ro", "-v", f"{server_d}:/etc/nginx/server.d:ro")
+    with running({"DIAGNOSTICS": "on"}, options=mounts) as bundle:
+        assert bundle.get("/from-drop-in", {"X-Probe": "yes"}).body == b"mapped\n"
+        started = time.monotonic()
+        assert bundle.get("/slow?seconds=3").status == 504
+        assert time.monotonic() - started < 2.5
+        assert bundle.get("/").status == 200
+    (server_d / "broken.conf").write_text("location /broken {\n    proxy_pass;\n}\n")
+    result = docker("run", "--rm", *mounts, IMAGE, check=False, timeout=30)
+    assert result.returncode == 1
+    lines = (result.stdout + result.stderr).splitlines()
+    assert any(
+        "nginx rejects its configuration" in line and "/etc/nginx/server.d/broken.conf" in line
+        for line in lines
+    ), lines
+
+
+def test_nginx_listens_on_ipv6_too_when_the_container_has_it() -> None:
+    # --network host: the host's ::1 is the container's.
+    with running({}, host_network=True) as bundle:
+        connection = http.client.HTTPConnection("::1", bundle.port, timeout=5)
+        try:
+            connection.request("GET", "/")
+            answer = connection.getresponse()
+            assert (answer.status, answer.read()) == (200, b"Hello, Tornado\n")
+        finally:
+            connection.close()
+        assert "(IPv4 and IPv6)" in bundle.logs()
+    # Docker's default bridge network has no IPv6: nginx listens on IPv4 only, and says so.
+    with running({}) as bundle:
+        assert "listen [::]" not in bundle.exec("nginx", "-T").stdout
+        assert "(IPv4 only)" in bundle.logs()

@@ -16,6 +16,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from harness import (
+    IMAGE,
     LOOPBACK,
     Container,
     app_image,
@@ -388,3 +390,61 @@ def test_tornado_s_blog_demo_with_its_pool_on_each_instance_s_loop(
         docker("stop", bundle.name, timeout=30)
         assert bundle.logs().count("blog: database pool closed") == 2, bundle.logs()
         assert psql(postgres, BLOG_CONNECTIONS) == "0"
+
+
+# --- Secrets from files ---------------------------------------------------------------------
+
+
+def test_a_name_file_variable_gives_the_app_the_file_s_content_and_shows_it_nowhere(
+    tmp_path: Path,
+) -> None:
+    secret = f"s3cret-{uuid.uuid4().hex}"
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "cookie").write_text(secret + "\n")
+    (secrets / "cookie").chmod(0o644)
+    options = (*mounted(APPS / "probe"), "--volume", f"{secrets}:/run/secrets:ro")
+    env = {"APP": "probe:make_app", "COOKIE_SECRET_FILE": "/run/secrets/cookie"}
+    with running(env, options=options, ready="/healthz") as bundle:
+        assert bundle.get("/secret").body == secret.encode()
+        assert secret not in json.dumps(bundle.inspect())
+        assert secret not in bundle.logs()
+        command_lines = bundle.exec("sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '").stdout
+        assert "supervisord" in command_lines and secret not in command_lines
+    # A file the image's user cannot read: one line, exit 1, nothing started.
+    (secrets / "cookie").chmod(0o600)
+    result = docker("run", "--rm", *options, *[f"--env={k}={v}" for k, v in env.items()],
+                    IMAGE, check=False, timeout=30)  # fmt: skip
+    assert result.returncode == 1
+    lines = (result.stdout + result.stderr).splitlines()
+    assert lines[-1] == (
+        "30-secrets-from-files: error: COOKIE_SECRET_FILE='/run/secrets/cookie' is not allowed: "
+        "a file that uid 10001 can read (mount it, e.g. -v ./secrets:/run/secrets:ro)"
+    ), lines
+    assert not any("supervisord" in line for line in lines), lines
+
+
+def test_the_prestart_script_migrates_the_database_before_any_instance_starts(
+    postgres: int, blog_image: str
+) -> None:
+    psql(postgres, "CREATE DATABASE blog_fresh OWNER blog", "postgres")
+    env = {"APP": "blog_app:make_app", "BLOG_DB_PORT": str(postgres), "BLOG_DB_NAME": "blog_fresh"}
+    with running(env, image=blog_image, host_network=True) as bundle:
+        # The demo's home page reads what the migration wrote.
+        assert b"Welcome, from the migration" in bundle.get("/").body
+        logs = bundle.logs()
+        assert logs.index("migrate: created the tables and a first entry") < logs.index("spawned")
+    # A migration that fails: one line naming the script, exit code 1, nothing started.
+    failing = start(
+        {**env, "BLOG_DB_NAME": "no_such_database"}, image=blog_image, host_network=True
+    )
+    try:
+        assert exit_code(failing, 30) == 1
+        lines = failing.logs().splitlines()
+    finally:
+        remove(failing.name)
+    assert lines[-1] == (
+        "40-prestart: error: /app/prestart.sh exited with status 1 (its own lines above say why); "
+        "nothing was started"
+    ), lines
+    assert any('database "no_such_database" does not exist' in line for line in lines), lines

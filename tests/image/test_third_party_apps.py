@@ -7,40 +7,18 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, WebSocket, sync_playwright
+from conftest import SCREENSHOTS
+from playwright.sync_api import Browser, Page, WebSocket
 
 from harness import LOOPBACK, Container, app_image, docker, free_ports, running
 
 pytestmark = [pytest.mark.docker, pytest.mark.usefixtures("image")]
-
-CHROMIUM = "/usr/bin/chromium"
-# What the browser saw, for a look after a run (not kept in the repository).
-SCREENSHOTS = Path(__file__).resolve().parents[1] / ".screenshots"
-# No sandbox (root in CI), and nothing that would reach out to the network on its own.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    SCREENSHOTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 class Frames:
@@ -135,17 +113,19 @@ def empty_notebook(base: str, token: str, name: str) -> None:
         method="PUT",
         headers={"Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(request, timeout=10) as answer:
-        assert answer.status == 201
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status == 201
+    except urllib.error.HTTPError as error:
+        raise AssertionError(f"{error}: {error.read()[:500]!r}") from None
 
 
 def test_jupyterlab_runs_a_cell_on_its_kernel_and_shuts_the_kernel_down_at_stop(
     jupyter_image: str, browser: Browser
 ) -> None:
     token = uuid.uuid4().hex
-    with running(
-        sticky({"JUPYTER_TOKEN": token}), image=jupyter_image, host_network=True
-    ) as bundle:
+    env = sticky({"APP": "jupyter_app:make_app", "JUPYTER_TOKEN": token})
+    with running(env, image=jupyter_image, host_network=True) as bundle:
         base = f"http://{LOOPBACK}:{bundle.port}"
         empty_notebook(base, token, "probe.ipynb")
         page = browser.new_page()

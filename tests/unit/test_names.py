@@ -69,6 +69,7 @@ def test_the_shell_settings_are_the_parsed_ones() -> None:
         "BUNDLE_BASE_PORT='8000'",
         "BUNDLE_LISTEN_PORT='8080'",
         "BUNDLE_STARTUP_TIMEOUT='60'",
+        "BUNDLE_FILE_SETTINGS='TLS_CERT_FILE TLS_KEY_FILE'",
     ]
 
 
@@ -100,3 +101,22 @@ def test_every_start_up_grace_is_startup_timeout_s_default() -> None:
     seconds = settings.defaults().startup_timeout
     assert f"--start-period={seconds}s " in text("Dockerfile")
     assert f"      start_period: {seconds}s\n" in text("deploy", "compose.yaml")
+
+
+def test_the_drop_in_folders_are_the_ones_nginx_includes_and_the_image_makes() -> None:
+    assert f"    include {names.NGINX_CONF_D}/*.conf;\n" in text("container", "nginx", "nginx.conf")
+    assert "    include @SERVER_D@/*.conf;\n" in text("tornado.conf")
+    assert f"mkdir {names.NGINX_CONF_D} {names.NGINX_SERVER_D};" in text("Dockerfile")
+
+
+def test_every_mutation_still_applies_once() -> None:
+    """tests/mutate.py: each change's text is in its file exactly once, or it proves nothing."""
+    import mutate  # tests/mutate.py (tests/ is on the path)
+
+    for number, mutation in enumerate(mutate.MUTATIONS, 1):
+        found = text(mutation.path).count(mutation.before)
+        assert found == 1, f"mutation {number} ({mutation.what}): {found} times in {mutation.path}"
+
+
+def test_the_prestart_hook_runs_the_script_names_py_names() -> None:
+    assert f"script={names.PRESTART}\n" in text("container", "entrypoint.d", "40-prestart.sh")

@@ -3,6 +3,7 @@ settings and the rendered nginx files."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -35,7 +36,9 @@ def rendered_files(static: StaticFiles | None = None, **env: str) -> dict[str, s
 
 
 def rendered(**env: str) -> str:
-    return rendered_files(**env)["tornado.conf"]
+    """The site as nginx reads it: tornado.conf, and proxy.conf that its location / includes."""
+    files = rendered_files(**env)
+    return files["tornado.conf"] + files["proxy.conf"]
 
 
 def test_defaults_reproduce_two_instances_round_robin_on_80() -> None:
@@ -100,7 +103,7 @@ def test_proxy_read_timeout_is_nginx_s_and_sets_the_websocket_ping() -> None:
 
 def test_requests_are_retried_on_errors_only_never_on_timeouts() -> None:
     directives = re.findall(r"^\s*proxy_next_upstream (.*);", rendered(), re.M)
-    # location / and the health check's location.
+    # location / (proxy.conf) and the health check's location.
     assert directives == ["error", "error"]
 
 
@@ -286,7 +289,8 @@ def test_the_health_check_script_asks_for_the_path_the_runner_serves() -> None:
     script = (ROOT / "container" / "bin" / "healthcheck").read_text()
     assert f"GET {HEALTH_PATH} HTTP/1.0" in script
     deployment = (ROOT / "deploy" / "kubernetes" / "deployment.yaml").read_text()
-    assert re.findall(r"^\s+path: (\S+)", deployment, re.M) == [HEALTH_PATH] * 2
+    # startupProbe, readinessProbe, livenessProbe
+    assert re.findall(r"^\s+path: (\S+)", deployment, re.M) == [HEALTH_PATH] * 3
 
 
 def test_per_client_limits_and_the_health_check_outside_them() -> None:
@@ -307,3 +311,14 @@ def test_per_client_limits_and_the_health_check_outside_them() -> None:
         assert "limit_req zone=rate burst=40 nodelay;" in limited[name]
     with pytest.raises(ConfigError, match="RATE_LIMIT='20/s' is not allowed: off, or a whole"):
         parse({"RATE_LIMIT": "20/s"})
+
+
+@pytest.mark.parametrize(
+    ("value", "has_ipv6", "listens"),
+    [("auto", True, True), ("auto", False, False), ("on", False, True), ("off", True, False)],
+)
+def test_listen_ipv6_adds_the_ipv6_listen_lines(value: str, has_ipv6: bool, listens: bool) -> None:
+    limits = dataclasses.replace(LIMITS, ipv6=has_ipv6)
+    site = nginx.render(template, parse({"LISTEN_IPV6": value}), limits)["tornado.conf"]
+    assert ("    listen [::]:80 default_server backlog=" in site) is listens
+    assert "    listen 80 default_server backlog=" in site

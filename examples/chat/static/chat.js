@@ -11,11 +11,19 @@ let stop = () => {};
 const transports = {
   websocket() {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const socket = new WebSocket(`${scheme}//${location.host}/ws/chat`);
-    socket.onmessage = (event) => show(JSON.parse(event.data));
-    // 1001: the instance is restarting; another one takes the new connection.
-    socket.onclose = (event) => { if (event.code === 1001) setTimeout(start, 100); };
-    return () => { socket.onclose = null; socket.close(); };
+    let socket = null;
+    let stopped = false;
+    const connect = () => {
+      socket = new WebSocket(`${scheme}//${location.host}/ws/chat`);
+      socket.onmessage = (event) => show(JSON.parse(event.data));
+      // 1001: the instance is restarting, and another one takes a new connection at once; any
+      // other end (a handshake that met a restart, a lost network): try again in a second.
+      socket.onclose = (event) => {
+        if (!stopped) setTimeout(connect, event.code === 1001 ? 100 : 1000);
+      };
+    };
+    connect();
+    return () => { stopped = true; socket.close(); };
   },
   sse() {
     const source = new EventSource("/events");

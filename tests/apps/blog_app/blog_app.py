@@ -1,7 +1,8 @@
 """APP=blog_app:make_app: Tornado's blog demo (blog.py, unchanged) as the bundle runs it. The
 demo's own main() made its aiopg pool on the running loop, then listened; here the same steps
 are an async context manager, so each instance makes its pool on its own loop and closes it
-after its drain. The database is BLOG_DB_HOST:BLOG_DB_PORT (the demo's user, password and name)."""
+after its drain. The database is BLOG_DB_NAME on BLOG_DB_HOST:BLOG_DB_PORT (the demo's user and
+password); prestart.sh migrates it before the instances start."""
 
 import contextlib
 import logging
@@ -22,7 +23,7 @@ async def make_app() -> AsyncIterator[tornado.web.Application]:
         port=int(os.environ.get("BLOG_DB_PORT", "5432")),
         user="blog",
         password="blog",
-        dbname="blog",
+        dbname=os.environ.get("BLOG_DB_NAME", "blog"),
     ) as db:
         await blog.maybe_create_tables(db)
         log.warning("blog: database pool open")
