@@ -191,8 +191,10 @@ def test_nginx_drop_ins_at_http_and_server_level_are_used_and_checked_at_start(
     )
     (server_d / "locations.conf").write_text(
         'location = /from-drop-in {\n    return 200 "$probe_answer\\n";\n}\n'
-        # A location of its own with a short proxy_read_timeout (DIAGNOSTICS' /slow).
-        "location /slow {\n    proxy_pass http://tornadoes;\n    proxy_read_timeout 1s;\n}\n"
+        # Locations of its own that forward as the bundle does (proxy.conf), one with a short
+        # proxy_read_timeout (DIAGNOSTICS' /slow).
+        "location /slow {\n    include /tmp/nginx/proxy.conf;\n    proxy_read_timeout 1s;\n}\n"
+        "location /whoami {\n    include /tmp/nginx/proxy.conf;\n}\n"
     )
     mounts = ("-v", f"{conf_d}:/etc/nginx/conf.d:ro", "-v", f"{server_d}:/etc/nginx/server.d:ro")
     with running({"DIAGNOSTICS": "on"}, options=mounts) as bundle:
@@ -201,6 +203,10 @@ def test_nginx_drop_ins_at_http_and_server_level_are_used_and_checked_at_start(
         assert bundle.get("/slow?seconds=3").status == 504
         assert time.monotonic() - started < 2.5
         assert bundle.get("/").status == 200
+        # The client's own Host and address reach the app, as through the bundle's location.
+        seen = json.loads(bundle.get("/whoami", {"X-Forwarded-For": "6.6.6.6"}).body)
+        assert seen["host"] == f"{LOOPBACK}:{bundle.port}"
+        assert seen["remote_ip"] != "6.6.6.6"
     (server_d / "broken.conf").write_text("location /broken {\n    proxy_pass;\n}\n")
     result = docker("run", "--rm", *mounts, IMAGE, check=False, timeout=30)
     assert result.returncode == 1
