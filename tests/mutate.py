@@ -559,6 +559,61 @@ MUTATIONS = [
             "tests/image/test_real_apps.py::test_tornado_s_file_upload_demo_streams_1_gb_on_a_read_only_root_with_16_mb_of_tmp",
         ),
     ),
+    Mutation(
+        "server-level drop-ins not included",
+        "tornado.conf",
+        "    include @SERVER_D@/*.conf;\n",
+        "",
+        (
+            "tests/image/test_configuration.py::test_nginx_drop_ins_at_http_and_server_level_are_used_and_checked_at_start",
+        ),
+    ),
+    Mutation(
+        "http-level drop-ins not included",
+        "container/nginx/nginx.conf",
+        "    include /etc/nginx/conf.d/*.conf;\n",
+        "",
+        (
+            "tests/image/test_configuration.py::test_nginx_drop_ins_at_http_and_server_level_are_used_and_checked_at_start",
+        ),
+    ),
+    Mutation(
+        "nginx never listens on IPv6",
+        "tornado_bundle/nginx.py",
+        '"IPV6": listens_on_ipv6(settings, limits),',
+        '"IPV6": False,',
+        (
+            "tests/unit/test_settings.py::test_listen_ipv6_adds_the_ipv6_listen_lines",
+            "tests/image/test_configuration.py::test_nginx_listens_on_ipv6_too_when_the_container_has_it",
+        ),
+    ),
+    Mutation(
+        "a NAME_FILE secret never reaches the app",
+        "container/entrypoint.d/30-secrets-from-files.envsh",
+        '    export "$secrets_variable=$secrets_value"\n',
+        "",
+        (
+            "tests/image/test_real_apps.py::test_a_name_file_variable_gives_the_app_the_file_s_content_and_shows_it_nowhere",
+        ),
+    ),
+    Mutation(
+        "a failed prestart does not stop the container",
+        "container/entrypoint.d/40-prestart.sh",
+        'nothing was started"\n    exit 1\n',
+        'nothing was started"\n',
+        (
+            "tests/image/test_real_apps.py::test_the_prestart_script_migrates_the_database_before_any_instance_starts",
+        ),
+    ),
+    Mutation(
+        "the chat page reconnects its WebSocket only after a 1001",
+        "examples/chat/static/chat.js",
+        "        if (!stopped) setTimeout(connect, event.code === 1001 ? 100 : 1000);",
+        "        if (!stopped && event.code === 1001) setTimeout(connect, 100);",
+        (
+            "tests/image/test_long_lived.py::test_the_chat_page_in_a_browser_gets_messages_by_every_transport_through_a_rolling_restart",
+        ),
+    ),
 ]
 
 

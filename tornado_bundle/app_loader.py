@@ -66,7 +66,7 @@ def _import(spec: str, module_name: str) -> object:
 def find(spec: str) -> object:
     """Imports `module:attr` and returns the attribute, not called yet; raises AppError."""
     if not APP_SPEC.fullmatch(spec):
-        raise AppError(spec, "not of the form module:callable, e.g. main:make_app")
+        raise AppError(spec, "not of the form module:attribute, e.g. main:make_app")
     module_name, attribute = spec.split(":")
     module = _import(spec, module_name)
     try:

@@ -131,10 +131,10 @@ def test_the_default_is_main_make_app() -> None:
 @pytest.mark.parametrize(
     ("spec", "reason"),
     [
-        ("good_app", "not of the form module:callable, e.g. main:make_app"),
-        ("good_app:", "not of the form module:callable"),
-        ("good-app:make_app", "not of the form module:callable"),
-        ("good_app:make_app()", "not of the form module:callable"),
+        ("good_app", "not of the form module:attribute, e.g. main:make_app"),
+        ("good_app:", "not of the form module:attribute"),
+        ("good-app:make_app", "not of the form module:attribute"),
+        ("good_app:make_app()", "not of the form module:attribute"),
         ("no_such_module:make_app", "no module named 'no_such_module' in "),
         ("good_app:missing", "module 'good_app' has no attribute 'missing'"),
         ("good_app:not_an_app", "not_an_app is a int, not a callable"),
